@@ -1,0 +1,96 @@
+"""Configuration of a cluster run (on top of the training configuration)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from raysplit.config import TrainConfig
+from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
+from raysplit.scheduling import POLICIES
+
+MODES = ("independent", "splitfed")
+SHARD_SYNC = ("average", "allreduce")
+PARTITIONS = ("iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A multi-client split-learning run on Ray.
+
+    Args:
+        train: the training run (model, data, schedule, codec, batch size, out dir).
+        clients: number of emulated edge clients.
+        shards: server shards, each a replica of the tail; client c uses shard c % shards.
+        client_cpu: cap on each client's compute, as a fraction of one core (0.4 = 40%);
+            None = uncapped. Also its ``num_cpus`` for Ray's scheduler.
+        cap_mechanism: "auto" (cgroup where writable, else throttle), "cgroup", "throttle", "none".
+        clients_per_actor: emulated clients hosted per actor process (1 = one actor each).
+        mode: "independent" (own head per client) or "splitfed" (heads averaged every
+            epoch, weighted by samples).
+        policy: "sync" (all clients change budget together at epoch boundaries) or
+            "async" (each client walks the schedule at its own pace).
+        shard_sync: "average" (driver averages replicas' parameters) or "allreduce"
+            (torch.distributed all-reduce inside the shards: gloo on CPU, nccl on GPU).
+        sync_every: also sync replicas every this many steps per client (0 = at epoch
+            ends only). Ignored with one shard.
+        partition, alpha: how the training set is split across clients (Dirichlet α).
+        max_merge: most client micro-batches a shard merges into one forward/backward.
+        shard_cpus: ``num_cpus`` of each shard actor.
+        shard_device: "auto" (GPU when the cluster has one), "cpu" or "cuda".
+        shard_threads: torch threads in each shard (None = shard_cpus rounded, >= 1).
+        fail_client: test hook: (client, epoch) at which that client raises.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    clients: int = 4
+    shards: int = 1
+    client_cpu: float | None = None
+    cap_mechanism: str = "auto"
+    clients_per_actor: int = 1
+    mode: str = "independent"
+    policy: str = "sync"
+    shard_sync: str = "average"
+    sync_every: int = 0
+    partition: str = "iid"
+    alpha: float = 0.5
+    max_merge: int = 32
+    shard_cpus: float = 1.0
+    shard_device: str = "auto"
+    shard_threads: int | None = None
+    fail_client: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.clients < 1:
+            raise ValueError(f"clients must be >= 1, got {self.clients}")
+        if not 1 <= self.shards <= self.clients:
+            raise ValueError(f"shards must be in 1..clients ({self.clients}), got {self.shards}")
+        check_cap(self.client_cpu)
+        for name, val, allowed in (
+            ("cap_mechanism", self.cap_mechanism, MECHANISMS),
+            ("mode", self.mode, MODES),
+            ("policy", self.policy, POLICIES),
+            ("shard_sync", self.shard_sync, SHARD_SYNC),
+            ("partition", self.partition, PARTITIONS),
+            ("shard_device", self.shard_device, ("auto", "cpu", "cuda")),
+        ):
+            if val not in allowed:
+                raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
+        if self.clients_per_actor < 1:
+            raise ValueError(f"clients_per_actor must be >= 1, got {self.clients_per_actor}")
+        if self.sync_every < 0:
+            raise ValueError(f"sync_every must be >= 0, got {self.sync_every}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.max_merge < 1:
+            raise ValueError(f"max_merge must be >= 1, got {self.max_merge}")
+        if self.shard_cpus < 0:
+            raise ValueError(f"shard_cpus must be >= 0, got {self.shard_cpus}")
+        if self.policy == "async" and self.mode == "splitfed":
+            raise ValueError("mode 'splitfed' averages heads at common epoch ends: it needs policy 'sync'")
+
+    def replace(self, **changes) -> "ClusterConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
