@@ -49,7 +49,7 @@ int8 quantisation is symmetric per sent channel: ``scale = max|x| / 127`` over t
 channel (all N samples and positions), ``q = rint(x / scale)``, ``x_hat = q * scale``, so
 ``|x - x_hat| <= scale / 2`` (up to float32 rounding). An all-zero channel gets scale 0
 and decodes to exact zeros; a channel whose scale would underflow float32 uses the
-smallest normal float32 instead (the bound still holds). int8 cannot carry NaN/Inf, so it
+smallest subnormal float32 instead (the bound still holds). int8 cannot carry NaN/Inf, so it
 rejects them even when ``allow_nonfinite`` is set. float16 rejects values that would
 round to inf (|x| >= 65520; the largest half is 65504) unless ``allow_nonfinite`` is set.
 All encodings decode to float32. Inputs may be float16/float32/float64; float64 is
@@ -138,7 +138,7 @@ _F16_MAX = float(np.finfo(np.float16).max)
 _F16_OVERFLOW = 65520.0  # smallest |x| that rounds to inf in float16
 # Half -> float32 for every bit pattern: decoding float16 is one gather (numpy's cast is scalar).
 _F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-_F32_TINY = np.float32(np.finfo(np.float32).tiny)
+_F32_MIN_SUBNORMAL = np.float32(np.finfo(np.float32).smallest_subnormal)
 
 
 @functools.lru_cache(maxsize=None)
@@ -348,9 +348,9 @@ def _f32_to_f16_bits(x: np.ndarray) -> np.ndarray:
     u32 = np.uint32
     w = x.reshape(-1).view(u32)
     base = np.abs(x.reshape(-1))
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # signalling NaN inputs stay NaN
         base *= np.float32(2.0**112)  # overflows to inf exactly when the half overflows
-    base *= np.float32(2.0**-110)
+        base *= np.float32(2.0**-110)
     shl1 = w << u32(1)
     bias = shl1 & u32(0xFF000000)
     np.maximum(bias, u32(0x71000000), out=bias)
@@ -381,11 +381,11 @@ def _quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise CodecError(f"values contain {n_bad} NaN/Inf values; int8 encoding cannot represent them")
     absmax = np.maximum(hi, -lo).astype(np.float32)
     scale = absmax / np.float32(127.0)
-    # Subnormal channels: keep 1/scale finite; q*tiny is exact, so the bound still holds.
-    scale = np.where((absmax > 0) & (scale < _F32_TINY), _F32_TINY, scale).astype(np.float32)
-    inv = np.zeros_like(scale)
-    np.divide(np.float32(1.0), scale, out=inv, where=scale > 0)
-    q = x * inv[None, :, None]
+    # absmax < 127 * 2**-149 underflows to 0: use the smallest subnormal, for which x / scale
+    # is an exact integer, so the bound still holds. Divide (not multiply by 1/scale): the
+    # reciprocal of a subnormal scale overflows.
+    scale[(scale == 0) & (absmax > 0)] = _F32_MIN_SUBNORMAL
+    q = x / np.where(scale > 0, scale, np.float32(1.0))[None, :, None]  # zero channel: 0 / 1
     np.rint(q, out=q)
     np.clip(q, -127.0, 127.0, out=q)
     return q.astype(np.int8), scale
@@ -480,7 +480,7 @@ def encode(
     strict = not config.allow_nonfinite
     scale_bytes = b""
     if enc == "int8":
-        body, scales = _quantize_int8(np.asarray(x, dtype=np.float32).reshape(n, b, -1))
+        body, scales = _quantize_int8(np.asarray(x, dtype=np.float32).reshape(n, b, math.prod(spatial)))
         scale_bytes = scales.astype("<f4", copy=False).tobytes()
     elif enc == "float16" and x.dtype == np.float16:
         if strict:
@@ -498,7 +498,8 @@ def encode(
     else:
         if strict:
             _check_finite(x, "values")
-        body = np.ascontiguousarray(x, dtype="<f4")
+        with np.errstate(over="ignore"):  # float64 beyond float32 range: reported below
+            body = np.ascontiguousarray(x, dtype="<f4")
         if strict and x.dtype == np.float64:
             try:
                 _check_finite(body, "values")
@@ -706,7 +707,7 @@ def _decode(mv: memoryview) -> Message:
 
     vshape = (n, b, *spatial)
     if enc == "int8":
-        q = np.frombuffer(body, dtype=np.int8, count=raw_len).reshape(n, b, -1)
+        q = np.frombuffer(body, dtype=np.int8, count=raw_len).reshape(n, b, math.prod(spatial))
         values = np.multiply(q, scales[None, :, None], dtype=np.float32).reshape(vshape)
     else:
         if enc == "float16":
