@@ -39,6 +39,7 @@ def add_train_args(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--method", choices=METHODS, default="deprune", help="none | fixed | deprune | prune")
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", default=None, help="data set folder (else $RAYSPLIT_DATA, else the default path)")
+    p.add_argument("--image-size", type=int, default=None, help="resize/pad images to this size (px)")
     p.add_argument("--model", choices=MODELS, default="vgg_small")
     p.add_argument("--split-layer", type=int, default=None, help="cut after this many layers (default: model's)")
     p.add_argument("--budgets", type=int_list, default=(4, 128), help="channels sent per phase, e.g. 4,128")
@@ -111,6 +112,7 @@ def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
         split=split,
         dataset=a.dataset,
         data_dir=a.data_dir,
+        image_size=a.image_size,
         budgets=budgets,
         epochs_per_budget=tuple(a.epochs_per_budget) if a.method != "none" else (sum(a.epochs_per_budget),),
         lr=a.lr,

@@ -374,8 +374,8 @@ def _quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, b, s = x.shape
     if x.size == 0:
         return np.zeros(x.shape, dtype=np.int8), np.zeros(b, dtype=np.float32)
-    hi = x.max(axis=(0, 2))
-    lo = x.min(axis=(0, 2))
+    hi = x.max(axis=0).max(axis=1)  # ~5x faster than max(axis=(0, 2)); NaN propagates
+    lo = x.min(axis=0).min(axis=1)
     if not (np.isfinite(hi).all() and np.isfinite(lo).all()):
         n_bad = int((~np.isfinite(x)).sum())
         raise CodecError(f"values contain {n_bad} NaN/Inf values; int8 encoding cannot represent them")
@@ -409,7 +409,8 @@ def encode(
         indices: (B,) distinct channel indices in [0, C), kept in the given order; None
             means all C channels in order (a header flag; no index bytes are sent).
         shape: the full shape (N, C, *spatial).
-        config: encoding, compression and NaN/Inf policy.
+        config: encoding, compression and NaN/Inf policy (a spec string such as
+            "int8+zstd" is parsed with :meth:`CodecConfig.parse`).
         kind: KIND_ACTIVATION or KIND_GRADIENT.
         labels: optional (N,) integer labels (sent as int32).
         step: sequence number (uint64).
@@ -418,8 +419,10 @@ def encode(
     Raises:
         ValueError (CodecError for bad values) with a message naming the problem.
     """
+    if isinstance(config, str):
+        config = CodecConfig.parse(config)
     if not isinstance(config, CodecConfig):
-        raise TypeError(f"config must be a CodecConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a CodecConfig or a spec string, got {type(config).__name__}")
     shape = _check_shape(shape)
     n, c, spatial = shape[0], shape[1], shape[2:]
     kind, step, client_id = operator.index(kind), operator.index(step), operator.index(client_id)

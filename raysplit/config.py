@@ -97,7 +97,8 @@ class TrainConfig:
             "prune" (budgets descending, one saved model per budget).
         split: the network (see SplitConfig); its input_shape/num_classes are filled
             from the data set by the runner.
-        dataset, data_dir: see ``raysplit.data.load_dataset``.
+        dataset, data_dir, image_size: see ``raysplit.data.load_dataset`` (image_size
+            None = the data set's default, e.g. 32 px for Fashion-MNIST).
         budgets, epochs_per_budget: the schedule (one epochs entry = same for every budget).
         lr, gamma, lk: base learning rate and selectLr.
         reset_filter: re-randomise filter entries at transitions (resetPrune/resetdePrune).
@@ -111,6 +112,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
+    image_size: int | None = None
     budgets: tuple[int, ...] = (4, 128)
     epochs_per_budget: tuple[int, ...] = (2, 1)
     lr: float = 0.01

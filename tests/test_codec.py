@@ -343,6 +343,13 @@ def test_decode_input_types_and_ownership():
         decode("RSPL")
 
 
+def test_config_as_spec_string():
+    x = np.ones((2, 3), np.float32)
+    assert encode(x, None, (2, 3), "int8+zstd:3") == encode(x, None, (2, 3), CodecConfig("int8", "zstd", 3))
+    with pytest.raises(TypeError):
+        encode(x, None, (2, 3), {"encoding": "int8"})
+
+
 def test_step_and_client_id_match_gradient_to_activation():
     x = np.ones((2, 1, 3), np.float32)
     act = decode(encode(x, [4], (2, 8, 3), CodecConfig("int8", "zstd"), step=41, client_id=9, labels=np.array([1, 2])))

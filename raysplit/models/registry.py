@@ -74,8 +74,16 @@ def split_model(
     tail = nn.Sequential(*layers[split_layer:])
     with torch.no_grad():
         head.eval()
-        probe = head(torch.zeros(1, *input_shape))
+        tail.eval()
+        try:
+            probe = head(torch.zeros(1, *input_shape))
+            tail(probe)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{name} cannot take inputs of shape {tuple(input_shape)} (too small for its pooling?): {e}"
+            ) from None
         head.train()
+        tail.train()
     if probe.dim() < 2:
         raise ValueError(f"split after layer {split_layer} of {name} gives shape {tuple(probe.shape)}")
     return SplitModel(head=head, tail=tail, split_layer=split_layer, split_shape=tuple(probe.shape[1:]))

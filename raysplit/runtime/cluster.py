@@ -47,10 +47,11 @@ class Cluster:
         use_gpu = cc.shard_device == "cuda" or (cc.shard_device == "auto" and resources.get("GPU", 0) >= cc.shards)
         shard_threads = cc.shard_threads or max(1, int(round(cc.shard_cpus)))
         shard_split = cfg.split.replace(torch_threads=shard_threads)
+        shard_opts = {"num_cpus": cc.shard_cpus, "num_gpus": 1 if use_gpu else 0, "max_concurrency": 1000}
+        if resources.get("shard", 0) >= cc.shards:  # cluster.yaml's GPU node type declares it
+            shard_opts["resources"] = {"shard": 1}
         self.shards = [
-            ShardActor.options(
-                num_cpus=cc.shard_cpus, num_gpus=1 if use_gpu else 0, max_concurrency=1000, name=None
-            ).remote(shard_split, k, cc.max_merge, "cuda" if use_gpu else "cpu")
+            ShardActor.options(**shard_opts).remote(shard_split, k, cc.max_merge, "cuda" if use_gpu else "cpu")
             for k in range(cc.shards)
         ]
         self.scheduler = SchedulerActor.options(num_cpus=0).remote(cfg.schedule(), self.ids, cc.policy)
@@ -128,7 +129,8 @@ class Cluster:
         return out
 
     def _fail(self, client: int, error: Exception) -> None:
-        msg = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        cause = getattr(error, "cause", None) or error  # a RayTaskError wraps the real one
+        msg = f"{type(cause).__name__}: {cause}".strip().splitlines()[0][:500]
         self.failed[client] = msg
         print(f"[raysplit] client {client} failed and is dropped: {msg}", flush=True)
         ray.get(self.scheduler.client_failed.remote(client, msg))

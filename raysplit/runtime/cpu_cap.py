@@ -90,11 +90,13 @@ class CgroupCap:
 
 
 class DutyCycleThrottle:
-    """Average CPU cap by sleeping: after computing, wait until cpu_time / wall <= cap.
+    """CPU cap by sleeping: a compute block that used c CPU-seconds must take at least
+    c / cap wall-seconds, as it would on a core of ``cap`` times the speed.
 
     Usage: ``with throttle.compute(): work()`` then ``throttle.pace()`` where waiting is
-    acceptable (between steps). Only the CPU time spent inside ``compute`` counts, so
-    time blocked on the server does not use up the budget.
+    acceptable (between steps). Only CPU time inside ``compute`` counts, and time spent
+    idle (waiting on the server) earns no credit, like a CFS quota that is refilled every
+    period and not saved up.
     """
 
     def __init__(self, cap: float, per_thread: bool = False) -> None:
@@ -105,7 +107,7 @@ class DutyCycleThrottle:
         self.clock = time.thread_time if per_thread else time.process_time
         self.cpu = 0.0
         self.slept = 0.0
-        self._origin = time.perf_counter()
+        self.debt = 0.0
 
     class _Block:
         def __init__(self, t: "DutyCycleThrottle") -> None:
@@ -113,22 +115,23 @@ class DutyCycleThrottle:
 
         def __enter__(self) -> None:
             self.c0 = self.t.clock()
+            self.w0 = time.perf_counter()
 
         def __exit__(self, *exc) -> None:
-            self.t.cpu += self.t.clock() - self.c0
+            c = self.t.clock() - self.c0
+            self.t.cpu += c
+            self.t.debt += c / self.t.cap - (time.perf_counter() - self.w0)
 
     def compute(self) -> "DutyCycleThrottle._Block":
         return self._Block(self)
 
     def pace(self) -> float:
-        """Sleep as long as needed; returns the seconds slept."""
-        due = self._origin + self.cpu / self.cap
-        wait = due - time.perf_counter()
+        """Sleep off the time owed; returns the seconds slept."""
+        wait, self.debt = max(self.debt, 0.0), 0.0
         if wait > 0:
             time.sleep(wait)
             self.slept += wait
-            return wait
-        return 0.0
+        return wait
 
 
 class CpuCap:

@@ -13,8 +13,9 @@ from raysplit.training.server import SplitServer
 
 
 def load_data(cfg: TrainConfig) -> tuple[ArrayDataset, ArrayDataset]:
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_subset, seed=cfg.split.seed)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir, limit=cfg.test_subset, seed=cfg.split.seed)
+    kw = {"seed": cfg.split.seed, "image_size": cfg.image_size}
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_subset, **kw)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir, limit=cfg.test_subset, **kw)
     return train, test
 
 
