@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address=a.address, log_to_driver=True)
     try:
         summary, _ = run_cluster(cc, progress=not a.no_progress)
+    except (ValueError, FileNotFoundError) as e:  # bad values found once the data is known
+        p.exit(2, f"{p.prog}: error: {e}\n")
     finally:
         ray.shutdown()
     print(format_summary(summary))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from raysplit.codec import CodecConfig
 from raysplit.compression.module import MASKS
 from raysplit.models.registry import DEFAULT_SPLIT, MODELS
-from raysplit.schedule import METHODS, Schedule, broadcast_epochs
+from raysplit.schedule import METHODS, Schedule, broadcast_epochs, check_method_budgets
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ class TrainConfig:
         if self.method == "none" and len(self.budgets) != 1:
             raise ValueError(f"method 'none' sends every channel; give a single epochs entry, got budgets {self.budgets}")
         self.schedule()  # validates budgets/epochs/lr/gamma/lk
+        check_method_budgets(self.method, self.budgets)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("train_subset", "test_subset", "max_batches"):

@@ -146,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = train_config_from_args(a)
     except ValueError as e:
         p.error(str(e))
-    summary = run(cfg, progress=not a.no_progress)
+    try:
+        summary = run(cfg, progress=not a.no_progress)
+    except (ValueError, FileNotFoundError) as e:  # bad values found once the data is known
+        p.exit(2, f"{p.prog}: error: {e}\n")
     print(format_summary(summary))
     print(f"run directory: {cfg.out}")
     return 0

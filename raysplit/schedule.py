@@ -110,11 +110,11 @@ def broadcast_epochs(epochs: list[int] | tuple[int, ...], n_budgets: int) -> tup
     return tuple(epochs)
 
 
-def check_method_budgets(method: str, budgets: tuple[int, ...], channels: int) -> None:
-    """Validate budgets against the method and the number of channels φ on the wire."""
+def check_method_budgets(method: str, budgets: tuple[int, ...], channels: int | None = None) -> None:
+    """Validate budgets against the method and (when known) the channels φ on the wire."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for b in budgets:
+    for b in budgets if channels is not None else ():
         if b > channels:
             raise ValueError(f"budget {b} exceeds the {channels} channels at the split: allowed 1..{channels}")
     if method == "fixed" and len(budgets) != 1:

@@ -1,0 +1,78 @@
+"""The headline job as users run it: directly, and through `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMALL = ["--clients", "3", "--dataset", "digits", "--image-size", "16", "--batch-size", "32",
+         "--max-batches", "4", "--test-subset", "64", "--epochs-per-budget", "1", "--no-progress"]
+
+
+def env():
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
+    e["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster; no token files needed
+    return e
+
+
+def check_run_dir(out: Path, clients: int) -> dict:
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("method", "dataset", "model", "split_layer", "budgets", "epochs_per_budget", "codec",
+              "final_test_accuracy", "bytes_up", "bytes_down", "samples", "wall_seconds",
+              "clients", "shards", "mode"):
+        assert k in s, k
+    assert s["clients"] == clients and not s["failed_clients"]
+    steps = pq.read_table(out / "steps.parquet").to_pandas()
+    assert {"client", "epoch", "budget", "bytes_up", "bytes_down", "latency"} <= set(steps.columns)
+    assert s["bytes_up"] == steps["bytes_up"].sum()
+    epochs = pq.read_table(out / "epochs.parquet").to_pandas()
+    assert epochs["budget"].tolist() == [4, 128]
+    assert (out / "accuracy.png").exists() and (out / "bytes.png").exists() and (out / "config.json").exists()
+    return s
+
+
+def test_job_starts_its_own_ray(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "jobs/deprune.py", *SMALL, "--out", str(out)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "final test accuracy" in r.stdout
+    check_run_dir(out, 3)
+
+
+def test_job_rejects_bad_options_clearly(tmp_path):
+    r = subprocess.run([sys.executable, "jobs/deprune.py", "--clients", "0"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "clients must be >= 1, got 0" in r.stderr
+    r = subprocess.run([sys.executable, "jobs/deprune.py", "--mode", "ring"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "invalid choice: 'ring'" in r.stderr
+
+
+def test_ray_job_submit_against_ray_start_head(tmp_path):
+    out = tmp_path / "submitted"
+    e = env()
+    ray = str(BIN / "ray")
+    port = "6391"
+    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-port=8266",
+                            "--disable-usage-stats"], cwd=ROOT, env=e, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        sub = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8266", "--",
+                              "python", "jobs/deprune.py", *SMALL, "--out", str(out)],
+                             cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
+        assert sub.returncode == 0, (sub.stdout + sub.stderr)[-3000:]
+        assert "succeeded" in sub.stdout + sub.stderr
+        check_run_dir(out, 3)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=e, capture_output=True, timeout=120)
