@@ -1,9 +1,12 @@
-"""torchvision ResNet-18 and MobileNetV2 as lists of block-boundary layers."""
+"""torchvision ResNet-18 and MobileNetV2 as lists of block-boundary layers.
+
+torchvision is imported only when one of these is built: it costs ~90 MB per process,
+and a client actor running a VGG never needs it.
+"""
 
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 
 
 def resnet18_layers(in_channels: int, num_classes: int) -> list[nn.Module]:
@@ -12,6 +15,8 @@ def resnet18_layers(in_channels: int, num_classes: int) -> list[nn.Module]:
     For small inputs (<= 64 px) a CIFAR-style stem (3x3 conv, no max-pool) is used, as is
     common for CIFAR; larger inputs keep torchvision's 7x7/2 stem with max-pool.
     """
+    from torchvision import models as tvm
+
     net = tvm.resnet18(weights=None, num_classes=num_classes)
     stem = nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False),
@@ -24,6 +29,8 @@ def resnet18_layers(in_channels: int, num_classes: int) -> list[nn.Module]:
 
 
 def resnet18_imagenet_layers(in_channels: int, num_classes: int) -> list[nn.Module]:
+    from torchvision import models as tvm
+
     net = tvm.resnet18(weights=None, num_classes=num_classes)
     conv1 = net.conv1 if in_channels == 3 else nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     stem = nn.Sequential(conv1, net.bn1, net.relu, net.maxpool)
@@ -33,6 +40,8 @@ def resnet18_imagenet_layers(in_channels: int, num_classes: int) -> list[nn.Modu
 
 def mobilenet_v2_layers(in_channels: int, num_classes: int) -> list[nn.Module]:
     """The 19 feature blocks (stem conv, 17 inverted residuals, last 1x1 conv), classifier."""
+    from torchvision import models as tvm
+
     net = tvm.mobilenet_v2(weights=None, num_classes=num_classes)
     feats = list(net.features)
     if in_channels != 3:
