@@ -1,0 +1,282 @@
+"""Pipeline efficiency: 1 client + 1 shard on Ray vs the local reference trainer.
+
+Same model (vgg_small), data (a Fashion-MNIST subset), codec, budget, batch size and
+torch threads on both sides; no CPU cap. The local trainer runs client and server in one
+process; the cluster runs them in two actors that alternate (the client waits while the
+shard computes), so one torch thread each is the fair comparison (2 threads is also
+measured: then each side may use both cores during its turn).
+
+Throughput = training samples / training time, where training time is the span of the
+epochs' steps (from the first step's start to the last step's end, per epoch, summed):
+it excludes Ray start-up, data loading and evaluation. ``samples / sum(step latency)``
+and the cluster's ``samples / train_seconds`` (which includes evaluation and the
+driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster,
+local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
+per pair, median over pairs.
+
+    python benchmarks/pipeline_efficiency.py            # default, ~5 min
+    python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+NAME = "pipeline_efficiency"
+
+
+def epoch_span_seconds(rows: list[dict]) -> float:
+    """Sum over epochs of (last step end - first step start); t is a step's end time."""
+    by_epoch: dict[int, list[dict]] = {}
+    for r in rows:
+        by_epoch.setdefault(int(r["epoch"]), []).append(r)
+    return sum(max(r["t"] for r in rs) - min(r["t"] - r["latency"] for r in rs) for rs in by_epoch.values())
+
+
+def measure(rows: list[dict], samples: int, skip: int) -> dict:
+    """Throughputs from step rows; ``skip`` first steps of the run are left out of the
+    steady-state figure (warm-up: allocator, first-touch of weights)."""
+    lat = [r["latency"] for r in rows]
+    steady = rows[skip:] if len(rows) > skip + 2 else rows
+    n_steady = sum(r["samples"] for r in steady)
+    return {
+        "samples": samples,
+        "steps": len(rows),
+        "span_s": epoch_span_seconds(rows),
+        "sps_span": samples / epoch_span_seconds(rows),
+        "sps_latency": samples / sum(lat),
+        "sps_steady": n_steady / sum(r["latency"] for r in steady),
+        "step_ms_median": 1000 * C.median(lat),
+    }
+
+
+def session_cpu_seconds() -> float:
+    """CPU seconds (user+system) of the driver and every live descendant (the whole
+    Ray session when Ray was started by this process)."""
+    tot = 0.0
+    for p in C.session_processes():
+        try:
+            t = p.cpu_times()
+            tot += t.user + t.system
+        except C.psutil.Error:
+            pass
+    return tot
+
+
+def run_local(cfg) -> dict:
+    import pyarrow.parquet as pq
+
+    from raysplit.local import run
+
+    c0 = C.psutil.Process().cpu_times()
+    t = time.perf_counter()
+    s = run(cfg, progress=False)
+    wall = time.perf_counter() - t
+    c1 = C.psutil.Process().cpu_times()
+    rows = pq.read_table(Path(cfg.out) / "steps.parquet").to_pylist()
+    for r in rows:
+        r["samples"] = cfg.batch_size  # local rows have no samples column; subsets divide evenly
+    assert sum(r["samples"] for r in rows) == s["samples"], "batches not full: pick train_subset % batch == 0"
+    out = measure(rows, s["samples"], skip=3)
+    cpu = (c1.user + c1.system) - (c0.user + c0.system)
+    out.update(wall_s=wall, bytes_up=s["bytes_up"], bytes_down=s["bytes_down"], cpu_ms_per_sample=1000 * cpu / s["samples"])
+    return out
+
+
+def run_cluster(cfg, threads: int) -> dict:
+    from raysplit.runtime.cluster import Cluster
+    from raysplit.runtime.config import ClusterConfig
+
+    cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads)
+    cl = Cluster(cc)
+    t = time.perf_counter()
+    cl.start(progress=False)
+    try:
+        c0 = session_cpu_seconds()
+        cl.run(progress=False)
+        c1 = session_cpu_seconds()
+        s = cl.summary()
+    finally:
+        cl.stop()
+    wall = time.perf_counter() - t
+    out = measure(cl.rows, s["samples"], skip=3)
+    out.update(
+        wall_s=wall,
+        bytes_up=s["bytes_up"],
+        bytes_down=s["bytes_down"],
+        startup_s=s["startup_seconds"],
+        train_seconds=s["train_seconds"],
+        sps_train_seconds=s["samples"] / s["train_seconds"],
+        cap_mechanism=s["cap_mechanism"],
+        cpu_ms_per_sample=1000 * (c1 - c0) / s["samples"],
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, small subset")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved (local, cluster) pairs per setting")
+    ap.add_argument("--threads", default="1,2", help="torch threads per process to test, comma list")
+    ap.add_argument("--batch-sizes", default="32", help="comma list of batch sizes")
+    ap.add_argument("--train-subset", type=int, default=2048)
+    ap.add_argument("--test-subset", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--budget", type=int, default=4)
+    ap.add_argument("--codec", default="float32")
+    ap.add_argument("--quiet-wait", type=float, default=20.0,
+                    help="before each pair wait up to this many s for other processes to go quiet (0 = never)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.repeats, a.train_subset, a.threads = 1, 512, "1"
+
+    import ray
+
+    from raysplit.config import SplitConfig, TrainConfig
+
+    threads = [int(t) for t in a.threads.split(",")]
+    batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
+    machine = C.machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-pipe-"))
+    init_s = C.ray_init_quiet()
+    print(f"ray.init: {init_s:.1f} s; {a.repeats} interleaved pairs per setting")
+    runs, rows = [], []
+    try:
+        for bs in batch_sizes:
+            subset = a.train_subset - a.train_subset % bs
+            for thr in threads:
+                cfg = TrainConfig(
+                    method="fixed",
+                    budgets=(a.budget,),
+                    epochs_per_budget=(a.epochs,),
+                    split=SplitConfig(model="vgg_small", codec=a.codec, torch_threads=thr),
+                    batch_size=bs,
+                    train_subset=subset,
+                    test_subset=a.test_subset,
+                    out=str(tmp / "local"),
+                )
+                # warm-up pair (not recorded): first-import costs, page cache, Ray's worker pool
+                run_local(cfg.replace(train_subset=4 * bs))
+                run_cluster(cfg.replace(train_subset=4 * bs), thr)
+                pairs = []
+                for rep in range(a.repeats):
+                    if a.quiet_wait > 0:
+                        C.wait_for_quiet(a.quiet_wait)
+                    with C.ForeignCpu() as fl:
+                        loc = run_local(cfg)
+                    with C.ForeignCpu() as fc:
+                        clu = run_cluster(cfg, thr)
+                    assert loc["bytes_up"] == clu["bytes_up"], "cluster and local sent different bytes"
+                    pair = {
+                        "batch_size": bs,
+                        "threads": thr,
+                        "repeat": rep,
+                        "local": {**loc, "foreign_cpu_cores": fl.cores},
+                        "cluster": {**clu, "foreign_cpu_cores": fc.cores},
+                        "ratio_span": clu["sps_span"] / loc["sps_span"],
+                        "ratio_latency": clu["sps_latency"] / loc["sps_latency"],
+                        "ratio_steady": clu["sps_steady"] / loc["sps_steady"],
+                    }
+                    pairs.append(pair)
+                    runs.append(pair)
+                    print(
+                        f"  B={bs} threads={thr} rep {rep}: local {loc['sps_span']:.0f} sps, "
+                        f"cluster {clu['sps_span']:.0f} sps, ratio {pair['ratio_span']:.3f} "
+                        f"(other load {fl.cores:.2f}/{fc.cores:.2f} cores)",
+                        flush=True,
+                    )
+                med = lambda side, k: C.median(p[side][k] for p in pairs)  # noqa: E731
+                rows.append(
+                    {
+                        "batch_size": bs,
+                        "threads": thr,
+                        "pairs": len(pairs),
+                        "local_sps": med("local", "sps_span"),
+                        "cluster_sps": med("cluster", "sps_span"),
+                        "ratio": C.median(p["ratio_span"] for p in pairs),
+                        "ratio_min": min(p["ratio_span"] for p in pairs),
+                        "ratio_max": max(p["ratio_span"] for p in pairs),
+                        "ratio_steady": C.median(p["ratio_steady"] for p in pairs),
+                        "local_step_ms": med("local", "step_ms_median"),
+                        "cluster_step_ms": med("cluster", "step_ms_median"),
+                        "cluster_train_seconds_sps": med("cluster", "sps_train_seconds"),
+                        "cluster_startup_s": med("cluster", "startup_s"),
+                        "local_cpu_ms": med("local", "cpu_ms_per_sample"),
+                        "cluster_cpu_ms": med("cluster", "cpu_ms_per_sample"),
+                        "foreign_cpu_cores": C.median(
+                            max(p["local"]["foreign_cpu_cores"], p["cluster"]["foreign_cpu_cores"]) for p in pairs
+                        ),
+                    }
+                )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    cols = [
+        ("batch_size", "batch", "d"),
+        ("threads", "threads", "d"),
+        ("pairs", "pairs", "d"),
+        ("local_sps", "local samples/s", ".0f"),
+        ("cluster_sps", "cluster samples/s", ".0f"),
+        ("ratio", "ratio (median)", ".3f"),
+        ("ratio_min", "min", ".3f"),
+        ("ratio_max", "max", ".3f"),
+        ("ratio_steady", "ratio steady", ".3f"),
+        ("local_step_ms", "local ms/step", ".1f"),
+        ("cluster_step_ms", "cluster ms/step", ".1f"),
+        ("cluster_train_seconds_sps", "cluster sps (train_seconds)", ".0f"),
+        ("cluster_startup_s", "startup s", ".1f"),
+        ("local_cpu_ms", "local CPU ms/sample", ".2f"),
+        ("cluster_cpu_ms", "cluster CPU ms/sample", ".2f"),
+        ("foreign_cpu_cores", "other load (cores)", ".2f"),
+    ]
+    setup = {
+        "model": "vgg_small",
+        "dataset": "fashion-mnist",
+        "method": "fixed",
+        "budget": a.budget,
+        "codec": a.codec,
+        "epochs": a.epochs,
+        "train_subset": a.train_subset,
+        "test_subset": a.test_subset,
+        "batch_sizes": batch_sizes,
+        "threads": threads,
+        "repeats": a.repeats,
+        "quick": a.quick,
+        "cpu_cap": None,
+        "throughput": "training samples / sum over epochs of (last step end - first step start); "
+        "excludes Ray start-up, data loading, evaluation",
+        "ratio": "cluster / local per interleaved pair, median over pairs (target >= 0.9)",
+        "ratio_steady": "same from samples / sum(step latency) without the first 3 steps",
+        "ray_init_seconds": init_s,
+        "cpu_ms_per_sample": "local: the trainer process's CPU time / samples; cluster: CPU time of the whole "
+        "Ray session (driver, raylet, gcs, agents, client and shard actors) during Cluster.run / samples",
+        "other_load": "CPU cores used by processes outside this benchmark during the run (shared machine)",
+    }
+    table = C.text_table(rows, cols)
+    print()
+    print(table)
+    md = (
+        f"# Pipeline efficiency: 1 client + 1 shard on Ray vs local trainer\n\n"
+        f"vgg_small, Fashion-MNIST {a.train_subset} samples, method fixed B={a.budget}, codec {a.codec}, "
+        f"{a.epochs} epoch(s), no CPU cap; {a.repeats} interleaved pairs per row; "
+        f"ratio = cluster/local training samples/s (target >= 0.9).\n"
+        f"Machine: {machine['cpu_count']} cores, shared; created {C.now_iso()}.\n\n" + C.md_table(rows, cols)
+    )
+    result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows, "runs": runs}
+    jp, _ = C.write_results(NAME, result, md, a.out_dir)
+    print(f"wrote {jp} (+ .md)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
