@@ -262,7 +262,7 @@ class Monitor:
             "peak_uss_gib": self.peak["uss"] / GIB,
             "peak_rss_gib": self.peak["rss"] / GIB,
             "peak_processes": self.peak_processes,
-            "samples": self.samples,
+            "mem_samples": self.samples,
             "interval_s": self.interval,
             "sampler_ms_median": 1000 * median(self.sample_seconds),
             "foreign_cpu_cores": self._foreign_total / wall,

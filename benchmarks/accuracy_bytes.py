@@ -13,7 +13,7 @@ Bytes are the exact sizes of the codec messages (activations up, gradients down)
 counted by the trainer (summary.json bytes_up / bytes_down); evaluation traffic is not
 counted. Writes a JSON record and a markdown table and prints the table.
 
-    python benchmarks/accuracy_bytes.py --train-subset 10000 --test-subset 2000 --epochs 6
+    python benchmarks/accuracy_bytes.py --train-subset 5000 --test-subset 1000 --epochs 6
     python benchmarks/accuracy_bytes.py --quick          # smoke check, tiny sizes
 """
 
@@ -136,8 +136,8 @@ def markdown(rows: list[dict], setup: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-subset", type=int, default=10000, help="training samples (stratified subset)")
-    ap.add_argument("--test-subset", type=int, default=2000, help="test samples (stratified subset)")
+    ap.add_argument("--train-subset", type=int, default=5000, help="training samples (stratified subset)")
+    ap.add_argument("--test-subset", type=int, default=1000, help="test samples (stratified subset)")
     ap.add_argument("--epochs", type=int, default=6, help="total epochs, the same for every method")
     ap.add_argument("--deprune-epochs", default=None, help="low,high epochs of deprune (default: 5:1 split)")
     ap.add_argument("--deprune-budgets", default="4,128")

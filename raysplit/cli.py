@@ -45,7 +45,7 @@ def add_train_args(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--budgets", type=int_list, default=(4, 128), help="channels sent per phase, e.g. 4,128")
     p.add_argument("--epochs-per-budget", type=int_list, default=(2, 1), help="epochs per phase, e.g. 15,3 or 2")
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--gamma", type=float, default=10.0, help="selectLr factor after a transition")
+    p.add_argument("--gamma", type=float, default=1.0, help="selectLr factor after a transition (1 = off)")
     p.add_argument("--lk", type=int, default=1, help="epochs of boosted lr after a transition")
     p.add_argument("--no-reset-filter", action="store_true", help="keep f at transitions (no resetPrune/dePrune)")
     p.add_argument("--batch-size", type=int, default=64)

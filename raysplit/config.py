@@ -116,7 +116,7 @@ class TrainConfig:
     budgets: tuple[int, ...] = (4, 128)
     epochs_per_budget: tuple[int, ...] = (2, 1)
     lr: float = 0.01
-    gamma: float = 10.0
+    gamma: float = 1.0
     lk: int = 1
     reset_filter: bool = True
     batch_size: int = 64
