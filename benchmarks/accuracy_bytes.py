@@ -7,7 +7,9 @@ with the same seed, data subset, batch size, learning rate and total epochs:
 * ``none``    plain split learning: no compression module, all 128 channels as float32;
 * ``fixed``   the compression module with one budget B (default 4) for every epoch;
 * ``deprune`` budgets 4 -> 128, epochs split in the paper's 15:3 ratio (5:1 of 6 by
-  default), selectLr with the trainer's gamma / l_k defaults at the transition.
+  default), selectLr with the trainer's gamma / l_k defaults at the transition (both
+  recorded in the results; the paper boosts lr by gamma after a transition, the trainer's
+  default is gamma=1, i.e. no boost).
 
 Bytes are the exact sizes of the codec messages (activations up, gradients down) as
 counted by the trainer (summary.json bytes_up / bytes_down); evaluation traffic is not
@@ -36,6 +38,7 @@ import torch  # noqa: E402
 
 import raysplit  # noqa: E402
 from raysplit.cli import add_train_args, train_config_from_args  # noqa: E402
+from raysplit.config import TrainConfig  # noqa: E402
 from raysplit.local import run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -103,7 +106,8 @@ def markdown(rows: list[dict], setup: dict) -> str:
         f"Fashion-MNIST ({setup['train_subset']} train / {setup['test_subset']} test samples, "
         f"class-stratified subset, seed {setup['seed']}), vgg_small split after layer 4 "
         f"(128 channels at 8x8), batch {setup['batch_size']}, SGD lr {setup['lr']} momentum 0.9, "
-        f"{setup['epochs']} epochs per method, float32 codec. Bytes = exact codec message sizes "
+        f"{setup['epochs']} epochs per method, deprune selectLr gamma {setup['gamma']} l_k {setup['lk']}, "
+        "float32 codec. Bytes = exact codec message sizes "
         "of training (activations up + gradients down); evaluation traffic not counted.",
         "",
         "| method | budgets x epochs | final test acc | best test acc | total bytes (up+down) "
@@ -123,7 +127,11 @@ def markdown(rows: list[dict], setup: dict) -> str:
         )
     lines += ["", "Per-epoch test accuracy (%):", ""]
     for r in rows:
-        accs = ", ".join(f"{100 * e['test_accuracy']:.1f}" + (f" (B={e['budget']})") for e in r["epochs"])
+        accs = ", ".join(
+            f"{100 * e['test_accuracy']:.1f} (B={e['budget']}"
+            + ("" if e["lr"] == setup["lr"] else f", lr {e['lr']:g}") + ")"
+            for e in r["epochs"]
+        )
         lines.append(f"- {r['method']}: {accs}")
     lines += ["", "Reproduce:", "", "```", setup["command"], "```", ""]
     m = setup["machine"]
@@ -142,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deprune-epochs", default=None, help="low,high epochs of deprune (default: 5:1 split)")
     ap.add_argument("--deprune-budgets", default="4,128")
     ap.add_argument("--fixed-budget", type=int, default=4)
-    ap.add_argument("--gamma", type=float, default=10.0, help="selectLr factor (trainer default)")
-    ap.add_argument("--lk", type=int, default=1, help="selectLr epochs (trainer default)")
+    ap.add_argument("--gamma", type=float, default=TrainConfig.gamma,
+                    help="selectLr factor of deprune (default: the trainer's, %(default)s)")
+    ap.add_argument("--lk", type=int, default=TrainConfig.lk,
+                    help="selectLr epochs of deprune (default: the trainer's, %(default)s)")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)

@@ -121,6 +121,8 @@ class Shard:
                 if t.dtype.is_floating_point:
                     dist.all_reduce(t, op=dist.ReduceOp.SUM)
                     t.div_(world)
+                else:  # BatchNorm's step counters: the same rule as weighted_average
+                    dist.all_reduce(t, op=dist.ReduceOp.MAX)
 
     async def allreduce(self) -> None:
         """Average parameters and float buffers across replicas (a barrier: every
