@@ -302,11 +302,36 @@ def wait_for_quiet(max_wait: float, threshold_cores: float = 0.3, log: Callable[
 
 
 def ray_init_quiet(**kw):
-    """``ray.init`` with the log noise down; returns the seconds it took."""
+    """Start a private local Ray instance (``address="local"``: never attach to a cluster
+    someone else started on this shared machine, whose memory and load are not ours and
+    which may be stopped under us) with the log noise down; returns the seconds it took."""
     import ray
 
+    kw.setdefault("address", "local")
     kw.setdefault("logging_level", "ERROR")
     kw.setdefault("log_to_driver", False)
     t = time.perf_counter()
     ray.init(**kw)
     return time.perf_counter() - t
+
+
+def retry_on_ray_failure(fn: Callable, *args, retries: int = 2, log: Callable[[str], None] = print, **kw):
+    """Run ``fn``; if it fails (e.g. another user's ``ray stop`` killed every Ray process
+    on this shared machine), restart a private Ray instance and try again."""
+    import ray
+
+    for attempt in range(retries + 1):
+        try:
+            return fn(*args, **kw)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray's failures come in many types
+            if attempt == retries:
+                raise
+            log(f"  ! {type(e).__name__}: {str(e).splitlines()[0][:200]} -- restarting Ray and retrying")
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(3)
+            ray_init_quiet()

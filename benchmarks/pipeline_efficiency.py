@@ -14,7 +14,7 @@ driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster
 local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
 per pair, median over pairs.
 
-    python benchmarks/pipeline_efficiency.py            # default, ~5 min
+    python benchmarks/pipeline_efficiency.py            # default, ~7 min
     python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
 """
 
@@ -58,17 +58,67 @@ def measure(rows: list[dict], samples: int, skip: int) -> dict:
     }
 
 
-def session_cpu_seconds() -> float:
-    """CPU seconds (user+system) of the driver and every live descendant (the whole
-    Ray session when Ray was started by this process)."""
-    tot = 0.0
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (/proc/<pid>/stat field 10)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def session_usage() -> tuple[float, int]:
+    """(CPU seconds, minor page faults) of the driver and every live descendant (the
+    whole Ray session when Ray was started by this process)."""
+    cpu, faults = 0.0, 0
     for p in C.session_processes():
         try:
             t = p.cpu_times()
-            tot += t.user + t.system
         except C.psutil.Error:
-            pass
-    return tot
+            continue
+        cpu += t.user + t.system
+        faults += minor_faults(p.pid)
+    return cpu, faults
+
+
+# -- opt-in experiment: glibc malloc tuning inside the actors -------------------------
+# In Ray actor processes every step's large tensors are mmap'ed and unmapped again by
+# glibc (tens of thousands of minor page faults per step; the local trainer's process
+# reuses its heap). Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at actor start keeps
+# that memory in the heap. ``--variants as-is,mallopt`` measures what the fix would
+# give, without touching raysplit: the actors are subclassed here.
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def _mallopt() -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
+def _tuned_actor_classes():
+    import ray
+
+    from raysplit.runtime.client_actor import ClientHost
+    from raysplit.runtime.shard import Shard
+
+    class TunedClientHost(ClientHost):
+        def __init__(self, *a, **k):
+            _mallopt()
+            super().__init__(*a, **k)
+
+    class TunedShard(Shard):
+        def __init__(self, *a, **k):
+            _mallopt()
+            super().__init__(*a, **k)
+
+    return ray.remote(TunedClientHost), ray.remote(TunedShard)
 
 
 def run_local(cfg) -> dict:
@@ -76,33 +126,45 @@ def run_local(cfg) -> dict:
 
     from raysplit.local import run
 
-    c0 = C.psutil.Process().cpu_times()
+    c0, f0 = C.psutil.Process().cpu_times(), minor_faults(C.os.getpid())
     t = time.perf_counter()
     s = run(cfg, progress=False)
     wall = time.perf_counter() - t
-    c1 = C.psutil.Process().cpu_times()
+    c1, f1 = C.psutil.Process().cpu_times(), minor_faults(C.os.getpid())
     rows = pq.read_table(Path(cfg.out) / "steps.parquet").to_pylist()
     for r in rows:
         r["samples"] = cfg.batch_size  # local rows have no samples column; subsets divide evenly
     assert sum(r["samples"] for r in rows) == s["samples"], "batches not full: pick train_subset % batch == 0"
     out = measure(rows, s["samples"], skip=3)
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
-    out.update(wall_s=wall, bytes_up=s["bytes_up"], bytes_down=s["bytes_down"], cpu_ms_per_sample=1000 * cpu / s["samples"])
+    out.update(
+        wall_s=wall,
+        bytes_up=s["bytes_up"],
+        bytes_down=s["bytes_down"],
+        cpu_ms_per_sample=1000 * cpu / s["samples"],
+        faults_per_step=(f1 - f0) / len(rows),
+    )
     return out
 
 
-def run_cluster(cfg, threads: int) -> dict:
-    from raysplit.runtime.cluster import Cluster
+def run_cluster(cfg, threads: int, variant: str = "as-is") -> dict:
+    import raysplit.runtime.cluster as rc
     from raysplit.runtime.config import ClusterConfig
 
     cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads)
-    cl = Cluster(cc)
-    t = time.perf_counter()
-    cl.start(progress=False)
+    saved = rc.ClientActor, rc.ShardActor
+    if variant == "mallopt":
+        rc.ClientActor, rc.ShardActor = _tuned_actor_classes()
     try:
-        c0 = session_cpu_seconds()
+        cl = rc.Cluster(cc)
+        t = time.perf_counter()
+        cl.start(progress=False)
+    finally:
+        rc.ClientActor, rc.ShardActor = saved
+    try:
+        c0, f0 = session_usage()
         cl.run(progress=False)
-        c1 = session_cpu_seconds()
+        c1, f1 = session_usage()
         s = cl.summary()
     finally:
         cl.stop()
@@ -117,14 +179,57 @@ def run_cluster(cfg, threads: int) -> dict:
         sps_train_seconds=s["samples"] / s["train_seconds"],
         cap_mechanism=s["cap_mechanism"],
         cpu_ms_per_sample=1000 * (c1 - c0) / s["samples"],
+        faults_per_step=(f1 - f0) / len(cl.rows),
     )
     return out
+
+
+def quiet(p: dict, limit: float = 0.3) -> bool:
+    return max(p["local"]["foreign_cpu_cores"], p["cluster"]["foreign_cpu_cores"]) < limit
+
+
+def summarize(runs: list[dict], batch_sizes: list[int], threads: list[int], variants: list[str]) -> list[dict]:
+    rows = []
+    for bs, thr, var in ((b, t, v) for b in batch_sizes for t in threads for v in variants):
+        pairs = [p for p in runs if p["batch_size"] == bs and p["threads"] == thr and p["variant"] == var]
+        if not pairs:
+            continue
+        med = lambda side, k: C.median(p[side][k] for p in pairs)  # noqa: E731
+        qp = [p for p in pairs if quiet(p)]
+        rows.append(
+            {
+                "batch_size": bs,
+                "threads": thr,
+                "actors": var,
+                "pairs": len(pairs),
+                "local_sps": med("local", "sps_span"),
+                "cluster_sps": med("cluster", "sps_span"),
+                "ratio": C.median(p["ratio_span"] for p in pairs),
+                "ratio_min": min(p["ratio_span"] for p in pairs),
+                "ratio_max": max(p["ratio_span"] for p in pairs),
+                "quiet_pairs": len(qp),
+                "ratio_quiet": C.median(p["ratio_span"] for p in qp) if qp else None,
+                "ratio_steady": C.median(p["ratio_steady"] for p in pairs),
+                "local_step_ms": med("local", "step_ms_median"),
+                "cluster_step_ms": med("cluster", "step_ms_median"),
+                "cluster_train_seconds_sps": med("cluster", "sps_train_seconds"),
+                "cluster_startup_s": med("cluster", "startup_s"),
+                "local_cpu_ms": med("local", "cpu_ms_per_sample"),
+                "cluster_cpu_ms": med("cluster", "cpu_ms_per_sample"),
+                "local_faults": med("local", "faults_per_step"),
+                "cluster_faults": med("cluster", "faults_per_step"),
+                "foreign_cpu_cores": C.median(
+                    max(p["local"]["foreign_cpu_cores"], p["cluster"]["foreign_cpu_cores"]) for p in pairs
+                ),
+            }
+        )
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, small subset")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved (local, cluster) pairs per setting")
+    ap.add_argument("--repeats", type=int, default=4, help="interleaved (local, cluster) pairs per setting")
     ap.add_argument("--threads", default="1,2", help="torch threads per process to test, comma list")
     ap.add_argument("--batch-sizes", default="32", help="comma list of batch sizes")
     ap.add_argument("--train-subset", type=int, default=2048)
@@ -134,6 +239,9 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="float32")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each pair wait up to this many s for other processes to go quiet (0 = never)")
+    ap.add_argument("--variants", default="as-is,mallopt",
+                    help="cluster actors: 'as-is' (raysplit unchanged) and/or 'mallopt' (experiment: actors "
+                    "subclassed here to raise glibc's mmap/trim thresholds), comma list")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -144,12 +252,16 @@ def main(argv=None) -> int:
     from raysplit.config import SplitConfig, TrainConfig
 
     threads = [int(t) for t in a.threads.split(",")]
+    variants = [v for v in a.variants.split(",") if v]
+    if not set(variants) <= {"as-is", "mallopt"}:
+        ap.error("--variants: as-is and/or mallopt")
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-pipe-"))
     init_s = C.ray_init_quiet()
     print(f"ray.init: {init_s:.1f} s; {a.repeats} interleaved pairs per setting")
-    runs, rows = [], []
+    runs: list[dict] = []
+    error = None
     try:
         for bs in batch_sizes:
             subset = a.train_subset - a.train_subset % bs
@@ -166,70 +278,55 @@ def main(argv=None) -> int:
                 )
                 # warm-up pair (not recorded): first-import costs, page cache, Ray's worker pool
                 run_local(cfg.replace(train_subset=4 * bs))
-                run_cluster(cfg.replace(train_subset=4 * bs), thr)
-                pairs = []
+                C.retry_on_ray_failure(run_cluster, cfg.replace(train_subset=4 * bs), thr)
                 for rep in range(a.repeats):
-                    if a.quiet_wait > 0:
-                        C.wait_for_quiet(a.quiet_wait)
-                    with C.ForeignCpu() as fl:
-                        loc = run_local(cfg)
-                    with C.ForeignCpu() as fc:
-                        clu = run_cluster(cfg, thr)
-                    assert loc["bytes_up"] == clu["bytes_up"], "cluster and local sent different bytes"
-                    pair = {
-                        "batch_size": bs,
-                        "threads": thr,
-                        "repeat": rep,
-                        "local": {**loc, "foreign_cpu_cores": fl.cores},
-                        "cluster": {**clu, "foreign_cpu_cores": fc.cores},
-                        "ratio_span": clu["sps_span"] / loc["sps_span"],
-                        "ratio_latency": clu["sps_latency"] / loc["sps_latency"],
-                        "ratio_steady": clu["sps_steady"] / loc["sps_steady"],
-                    }
-                    pairs.append(pair)
-                    runs.append(pair)
-                    print(
-                        f"  B={bs} threads={thr} rep {rep}: local {loc['sps_span']:.0f} sps, "
-                        f"cluster {clu['sps_span']:.0f} sps, ratio {pair['ratio_span']:.3f} "
-                        f"(other load {fl.cores:.2f}/{fc.cores:.2f} cores)",
-                        flush=True,
-                    )
-                med = lambda side, k: C.median(p[side][k] for p in pairs)  # noqa: E731
-                rows.append(
-                    {
-                        "batch_size": bs,
-                        "threads": thr,
-                        "pairs": len(pairs),
-                        "local_sps": med("local", "sps_span"),
-                        "cluster_sps": med("cluster", "sps_span"),
-                        "ratio": C.median(p["ratio_span"] for p in pairs),
-                        "ratio_min": min(p["ratio_span"] for p in pairs),
-                        "ratio_max": max(p["ratio_span"] for p in pairs),
-                        "ratio_steady": C.median(p["ratio_steady"] for p in pairs),
-                        "local_step_ms": med("local", "step_ms_median"),
-                        "cluster_step_ms": med("cluster", "step_ms_median"),
-                        "cluster_train_seconds_sps": med("cluster", "sps_train_seconds"),
-                        "cluster_startup_s": med("cluster", "startup_s"),
-                        "local_cpu_ms": med("local", "cpu_ms_per_sample"),
-                        "cluster_cpu_ms": med("cluster", "cpu_ms_per_sample"),
-                        "foreign_cpu_cores": C.median(
-                            max(p["local"]["foreign_cpu_cores"], p["cluster"]["foreign_cpu_cores"]) for p in pairs
-                        ),
-                    }
-                )
+                    for var in variants:
+                        if a.quiet_wait > 0:
+                            C.wait_for_quiet(a.quiet_wait)
+                        with C.ForeignCpu() as fl:
+                            loc = run_local(cfg)
+                        with C.ForeignCpu() as fc:
+                            clu = C.retry_on_ray_failure(run_cluster, cfg, thr, var)
+                        assert loc["bytes_up"] == clu["bytes_up"], "cluster and local sent different bytes"
+                        pair = {
+                            "batch_size": bs,
+                            "threads": thr,
+                            "variant": var,
+                            "repeat": rep,
+                            "local": {**loc, "foreign_cpu_cores": fl.cores},
+                            "cluster": {**clu, "foreign_cpu_cores": fc.cores},
+                            "ratio_span": clu["sps_span"] / loc["sps_span"],
+                            "ratio_latency": clu["sps_latency"] / loc["sps_latency"],
+                            "ratio_steady": clu["sps_steady"] / loc["sps_steady"],
+                        }
+                        runs.append(pair)
+                        print(
+                            f"  B={bs} threads={thr} actors {var} rep {rep}: local {loc['sps_span']:.0f} sps, "
+                            f"cluster {clu['sps_span']:.0f} sps, ratio {pair['ratio_span']:.3f}; page faults/step "
+                            f"{loc['faults_per_step']:.0f} vs {clu['faults_per_step']:.0f} "
+                            f"(other load {fl.cores:.2f}/{fc.cores:.2f} cores)",
+                            flush=True,
+                        )
+    except Exception as e:  # noqa: BLE001 - keep (and write) what was measured
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        print(f"! run aborted: {error}", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+    rows = summarize(runs, batch_sizes, threads, variants)
 
     cols = [
         ("batch_size", "batch", "d"),
         ("threads", "threads", "d"),
+        ("actors", "actors", ""),
         ("pairs", "pairs", "d"),
         ("local_sps", "local samples/s", ".0f"),
         ("cluster_sps", "cluster samples/s", ".0f"),
         ("ratio", "ratio (median)", ".3f"),
         ("ratio_min", "min", ".3f"),
         ("ratio_max", "max", ".3f"),
+        ("quiet_pairs", "quiet pairs", "d"),
+        ("ratio_quiet", "ratio (quiet pairs)", ".3f"),
         ("ratio_steady", "ratio steady", ".3f"),
         ("local_step_ms", "local ms/step", ".1f"),
         ("cluster_step_ms", "cluster ms/step", ".1f"),
@@ -237,6 +334,8 @@ def main(argv=None) -> int:
         ("cluster_startup_s", "startup s", ".1f"),
         ("local_cpu_ms", "local CPU ms/sample", ".2f"),
         ("cluster_cpu_ms", "cluster CPU ms/sample", ".2f"),
+        ("local_faults", "local page faults/step", ".0f"),
+        ("cluster_faults", "cluster page faults/step", ".0f"),
         ("foreign_cpu_cores", "other load (cores)", ".2f"),
     ]
     setup = {
@@ -257,7 +356,13 @@ def main(argv=None) -> int:
         "excludes Ray start-up, data loading, evaluation",
         "ratio": "cluster / local per interleaved pair, median over pairs (target >= 0.9)",
         "ratio_steady": "same from samples / sum(step latency) without the first 3 steps",
+        "quiet_pairs": "pairs during which other processes used < 0.3 cores (ratio_quiet: their median)",
         "ray_init_seconds": init_s,
+        "variants": variants,
+        "actors": "as-is = raysplit's actors unchanged; mallopt = experiment, the same actors subclassed in this "
+        "script to call glibc mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=512 MiB) at start",
+        "page_faults_per_step": "minor page faults per training step: local = the trainer process; cluster = "
+        "the whole Ray session during Cluster.run",
         "cpu_ms_per_sample": "local: the trainer process's CPU time / samples; cluster: CPU time of the whole "
         "Ray session (driver, raylet, gcs, agents, client and shard actors) during Cluster.run / samples",
         "other_load": "CPU cores used by processes outside this benchmark during the run (shared machine)",
@@ -272,7 +377,10 @@ def main(argv=None) -> int:
         f"ratio = cluster/local training samples/s (target >= 0.9).\n"
         f"Machine: {machine['cpu_count']} cores, shared; created {C.now_iso()}.\n\n" + C.md_table(rows, cols)
     )
-    result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows, "runs": runs}
+    if error:
+        md += f"\n\nINCOMPLETE: {error}\n"
+    result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows,
+              "runs": runs, "error": error}
     jp, _ = C.write_results(NAME, result, md, a.out_dir)
     print(f"wrote {jp} (+ .md)")
     return 0

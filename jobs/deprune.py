@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-merge", type=int, default=32, help="micro-batches a shard merges into one step")
     g.add_argument("--shard-cpus", type=float, default=1.0)
     g.add_argument("--shard-device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--malloc", choices=("auto", "lean", "fast"), default="auto",
+                   help="actor memory mode: lean = least memory per client, fast = fastest steps")
     g.add_argument("--inject-fault", type=fault, default=None, help="testing: CLIENT:EPOCH raises there")
     g.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     return p
@@ -77,6 +79,7 @@ def config_from_args(a: argparse.Namespace) -> ClusterConfig:
         max_merge=a.max_merge,
         shard_cpus=a.shard_cpus,
         shard_device=a.shard_device,
+        malloc=a.malloc,
         fail_client=a.inject_fault,
     )
 

@@ -39,6 +39,9 @@ class ClusterConfig:
         shard_cpus: ``num_cpus`` of each shard actor.
         shard_device: "auto" (GPU when the cluster has one), "cpu" or "cuda".
         shard_threads: torch threads in each shard (None = shard_cpus rounded, >= 1).
+        malloc: glibc malloc mode of the actors: "lean" (return freed tensors to the OS:
+            least memory per idle client, slower steps), "fast" (two arenas: bounded
+            growth, fast), "auto" (lean when clients > 4 x cluster CPUs).
         fail_client: test hook: (client, epoch) at which that client raises.
     """
 
@@ -58,6 +61,7 @@ class ClusterConfig:
     shard_cpus: float = 1.0
     shard_device: str = "auto"
     shard_threads: int | None = None
+    malloc: str = "auto"
     fail_client: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +77,7 @@ class ClusterConfig:
             ("shard_sync", self.shard_sync, SHARD_SYNC),
             ("partition", self.partition, PARTITIONS),
             ("shard_device", self.shard_device, ("auto", "cpu", "cuda")),
+            ("malloc", self.malloc, ("auto", "lean", "fast")),
         ):
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")

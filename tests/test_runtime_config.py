@@ -1,0 +1,39 @@
+import pytest
+
+from raysplit.runtime.cluster import Cluster, malloc_mode
+from raysplit.runtime.config import ClusterConfig
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(clients=0), "clients must be >= 1, got 0"),
+        (dict(clients=2, shards=3), "shards must be in 1..clients"),
+        (dict(client_cpu=0.0), "cpu cap 0.0 invalid"),
+        (dict(mode="ring"), "unknown mode 'ring'"),
+        (dict(policy="random"), "unknown policy 'random'"),
+        (dict(shard_sync="gossip"), "unknown shard_sync 'gossip'"),
+        (dict(partition="zipf"), "unknown partition 'zipf'"),
+        (dict(malloc="huge"), "unknown malloc 'huge'"),
+        (dict(policy="async", mode="splitfed"), "needs policy 'sync'"),
+        (dict(sync_every=-1), "sync_every must be >= 0"),
+    ],
+)
+def test_cluster_config_names_the_bad_value(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        ClusterConfig(**kw)
+
+
+def test_malloc_mode():
+    assert malloc_mode("auto", 32, 2) == "lean"
+    assert malloc_mode("auto", 1, 2) == "fast"
+    assert malloc_mode("auto", 8, 2) == "fast"
+    assert malloc_mode("fast", 64, 2) == "fast"
+
+
+def test_client_scheduling_share_fits_the_machine():
+    c = Cluster(ClusterConfig(clients=32, client_cpu=0.4))
+    share = c._client_num_cpus({"CPU": 2.0})
+    assert 0 < share * 32 <= 0.9 * (2.0 - 1.0)  # the shard keeps its CPU
+    c = Cluster(ClusterConfig(clients=2, client_cpu=0.4))
+    assert c._client_num_cpus({"CPU": 64.0}) == 0.4  # plenty of room: the cap itself
