@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import ray
+import torch
 
 from raysplit.config import SplitConfig
 from raysplit.data import ArrayDataset, batches
@@ -79,6 +80,12 @@ class ClientHost:
     def partition_size(self, client: int) -> int:
         return len(self.data[client])
 
+    def _threads(self) -> None:
+        """Actor calls run on a pool of threads and OpenMP's thread count is per thread
+        (new ones start from OMP_NUM_THREADS): set it in the thread doing the work."""
+        if self.cfg.torch_threads is not None and torch.get_num_threads() != self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+
     def begin_epoch(self, client: int) -> Assignment:
         """Ask the scheduler what to do; apply budget, lr and any filter reset."""
         a: Assignment = ray.get(self.scheduler.assignment.remote(client))
@@ -94,6 +101,7 @@ class ClientHost:
 
     def train_steps(self, client: int, start: int = 0, count: int | None = None) -> dict:
         """Train batches [start, start+count) of the current epoch; returns step rows."""
+        self._threads()
         a = self.assign[client]
         if a.epoch is None:
             raise RuntimeError(f"client {client} has no epoch assigned")
@@ -148,6 +156,7 @@ class ClientHost:
         return {"client": client, "rows": rows}
 
     def evaluate(self, client: int) -> dict:
+        self._threads()
         c = self.clients[client]
         shard = self.shards[client]
         correct, total, nbytes = evaluate(

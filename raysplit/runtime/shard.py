@@ -28,7 +28,12 @@ class Shard:
         self.shard_id = shard_id
         self.name = f"shard{shard_id}"
         self.max_merge = max_merge
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)  # one compute thread
+        # One compute thread. OpenMP's thread count is per calling thread (new threads
+        # start from OMP_NUM_THREADS, which Ray sets to 1), so set it in that thread.
+        threads = cfg.torch_threads or torch.get_num_threads()
+        self.pool = ThreadPoolExecutor(
+            1, thread_name_prefix=self.name, initializer=torch.set_num_threads, initargs=(threads,)
+        )
         self.queue: collections.deque = collections.deque()
         self.draining = False
         self.metrics = Recorder()
