@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -64,15 +68,49 @@ def test_ray_job_submit_against_ray_start_head(tmp_path):
     e = env()
     ray = str(BIN / "ray")
     port = "6391"
+    # Our own temp dir (short: it holds unix sockets) marks this cluster's processes, so
+    # the test stops only them and not another Ray running on the machine.
+    temp = tempfile.mkdtemp(prefix="rsjob", dir="/tmp")
     start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-port=8266",
-                            "--disable-usage-stats"], cwd=ROOT, env=e, capture_output=True, text=True, timeout=180)
+                            f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats",
+                            f"--temp-dir={temp}"],
+                           cwd=ROOT, env=e, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
-        sub = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8266", "--",
-                              "python", "jobs/deprune.py", *SMALL, "--out", str(out)],
-                             cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
+        for _ in range(30):  # the job agent comes up a few seconds after `ray start`
+            sub = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8266", "--",
+                                  "python", "jobs/deprune.py", *SMALL, "--out", str(out)],
+                                 cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in sub.stdout + sub.stderr:
+                break
+            time.sleep(2)
         assert sub.returncode == 0, (sub.stdout + sub.stderr)[-3000:]
         assert "succeeded" in sub.stdout + sub.stderr
         check_run_dir(out, 3)
     finally:
-        subprocess.run([ray, "stop", "--force"], env=e, capture_output=True, timeout=120)
+        stop_cluster(temp)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_cluster(temp: str) -> None:
+    def pids() -> list[int]:
+        out = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 15
+        while pids() and time.time() < deadline:
+            time.sleep(0.5)
+    shutil.rmtree(temp, ignore_errors=True)
