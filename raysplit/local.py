@@ -23,7 +23,7 @@ from raysplit.config import TrainConfig
 from raysplit.data import batches
 from raysplit.results import format_summary, write_run
 from raysplit.training.client import SplitClient
-from raysplit.training.run import evaluate, load_data, reset_kind, resolve
+from raysplit.training.run import evaluate, load_data, reset_kind, resolve, run_identity
 from raysplit.training.server import SplitServer
 
 
@@ -118,13 +118,7 @@ def run(cfg: TrainConfig, *, progress: bool = True) -> dict:
     if cfg.method == "prune":
         save_budget_model(out, sched.budgets[-1], client, server, cfg)
     summary = {
-        "method": cfg.method,
-        "dataset": cfg.dataset,
-        "model": cfg.split.model,
-        "split_layer": cfg.split.split_layer,
-        "budgets": list(cfg.budgets),
-        "epochs_per_budget": list(cfg.epochs_per_budget),
-        "codec": cfg.split.codec,
+        **run_identity(cfg),
         "final_test_accuracy": epochs[-1]["test_accuracy"],
         "bytes_up": bytes_up,
         "bytes_down": bytes_down,

@@ -21,7 +21,7 @@ from raysplit.runtime.client_actor import ClientActor
 from raysplit.runtime.config import ClusterConfig
 from raysplit.runtime.scheduler import SchedulerActor
 from raysplit.runtime.shard import ShardActor, average_shards
-from raysplit.training.run import load_data, partition_order, resolve
+from raysplit.training.run import load_data, partition_order, resolve, run_identity
 from raysplit.training.state import weighted_average
 
 
@@ -287,13 +287,7 @@ class Cluster:
         merges = ray.get([s.merge_stats.remote() for s in self.shards])
         flat = [m for ms in merges for m in ms]
         return {
-            "method": cfg.method,
-            "dataset": cfg.dataset,
-            "model": cfg.split.model,
-            "split_layer": cfg.split.split_layer,
-            "budgets": list(cfg.budgets),
-            "epochs_per_budget": list(cfg.epochs_per_budget),
-            "codec": cfg.split.codec,
+            **run_identity(cfg),
             "final_test_accuracy": self.epochs[-1]["test_accuracy"] if self.epochs else float("nan"),
             "bytes_up": int(sum(r["bytes_up"] for r in self.rows)),
             "bytes_down": int(sum(r["bytes_down"] for r in self.rows)),

@@ -31,6 +31,19 @@ def resolve(cfg: TrainConfig, train: ArrayDataset) -> TrainConfig:
     return cfg
 
 
+def run_identity(cfg: TrainConfig) -> dict:
+    """The summary.json keys that say what was run (shared by local and cluster runs)."""
+    return {
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "model": cfg.split.model,
+        "split_layer": cfg.split.split_layer,
+        "budgets": list(cfg.budgets),
+        "epochs_per_budget": list(cfg.epochs_per_budget),
+        "codec": cfg.split.codec,
+    }
+
+
 def reset_kind(method: str) -> str:
     """resetPrune when budgets go down, resetdePrune when they go up."""
     return "prune" if method == "prune" else "deprune"
@@ -58,4 +71,6 @@ def partition_order(idx: np.ndarray) -> np.ndarray:
     return np.sort(idx)
 
 
-__all__ = ["SplitClient", "SplitServer", "evaluate", "load_data", "partition_order", "reset_kind", "resolve"]
+__all__ = [
+    "SplitClient", "SplitServer", "evaluate", "load_data", "partition_order", "reset_kind", "resolve", "run_identity",
+]
