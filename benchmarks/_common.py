@@ -60,6 +60,19 @@ def git_commit() -> str | None:
         return None
 
 
+def library_changes() -> list[str] | None:
+    """Uncommitted changes under raysplit/ and jobs/ when the benchmark ran (the code
+    measured is the working tree, not only the commit)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "raysplit", "jobs"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return [ln.strip() for ln in out.stdout.splitlines() if ln.strip()] if out.returncode == 0 else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def machine_info() -> dict:
     vm = psutil.virtual_memory()
     return {
@@ -76,6 +89,7 @@ def machine_info() -> dict:
         "pyarrow": _version("pyarrow"),
         "psutil": psutil.__version__,
         "git_commit": git_commit(),
+        "uncommitted_library_changes": library_changes(),
     }
 
 
@@ -315,9 +329,12 @@ def ray_init_quiet(**kw):
     return time.perf_counter() - t
 
 
-def retry_on_ray_failure(fn: Callable, *args, retries: int = 2, log: Callable[[str], None] = print, **kw):
+def retry_on_ray_failure(
+    fn: Callable, *args, retries: int = 2, reinit: bool = True, log: Callable[[str], None] = print, **kw
+):
     """Run ``fn``; if it fails (e.g. another user's ``ray stop`` killed every Ray process
-    on this shared machine), restart a private Ray instance and try again."""
+    on this shared machine), shut Ray down, start a private instance again (unless
+    ``reinit`` is False: ``fn`` starts its own) and try again."""
     import ray
 
     for attempt in range(retries + 1):
@@ -334,4 +351,45 @@ def retry_on_ray_failure(fn: Callable, *args, retries: int = 2, log: Callable[[s
             except Exception:  # noqa: BLE001
                 pass
             time.sleep(3)
-            ray_init_quiet()
+            if reinit:
+                ray_init_quiet()
+
+
+# -- opt-in experiment: glibc malloc tuning inside the actors -------------------------
+# In Ray actor processes every step's large tensors are mmap'ed and unmapped again by
+# glibc (tens of thousands of minor page faults per step; the local trainer's process
+# reuses its heap). Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at actor start keeps
+# that memory in the heap. The benchmarks' opt-in ``mallopt`` variant measures what the
+# fix would give, without touching raysplit: the actors are subclassed here.
+
+def tuned_actor_classes():
+    """raysplit's client and shard actors, subclassed to call glibc's mallopt at start.
+    Everything is defined inside this function so that cloudpickle ships it by value
+    (the workers cannot import this benchmarks helper module)."""
+    import ray
+
+    from raysplit.runtime.client_actor import ClientHost
+    from raysplit.runtime.shard import Shard
+
+    def mallopt() -> None:
+        import ctypes
+
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(m_mmap_threshold, 256 << 20)
+            libc.mallopt(m_trim_threshold, 512 << 20)
+        except (OSError, AttributeError):
+            pass
+
+    class TunedClientHost(ClientHost):
+        def __init__(self, *a, **k):
+            mallopt()
+            super().__init__(*a, **k)
+
+    class TunedShard(Shard):
+        def __init__(self, *a, **k):
+            mallopt()
+            super().__init__(*a, **k)
+
+    return ray.remote(TunedClientHost), ray.remote(TunedShard)

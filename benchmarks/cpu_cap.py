@@ -137,6 +137,7 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
         "client_compute_sps": n / client_side,
         "run_wall_s": wall,
         "startup_s": s["startup_seconds"],
+        "malloc": s.get("malloc"),
     }
     if info1.get("cpu_seconds") is not None:
         out["throttle_cpu_s"] = info1["cpu_seconds"] - (info0.get("cpu_seconds") or 0.0)
@@ -190,6 +191,7 @@ def testbed_run(method: str, cap: float, mechanism: str, clients: int, batch: in
         "clients": clients,
         "cap": cap,
         "mechanism": ",".join(s["cap_mechanism"]),
+        "malloc": s.get("malloc"),
         "batch": batch,
         "batches_per_epoch": steps,
         "epochs": epochs,
@@ -274,7 +276,8 @@ def main(argv=None) -> int:
     rows = []
     for mech, cap in configs:
         rs = [r for r in runs if r["mechanism_requested"] == mech and r["cap"] == cap]
-        row = {"mechanism": rs[0]["mechanism"], "cap": cap if cap is not None else "none", "runs": len(rs)}
+        row = {"mechanism": rs[0]["mechanism"], "cap": cap if cap is not None else "none", "runs": len(rs),
+               "malloc": rs[0].get("malloc")}
         for k in ("client_compute_sps", "ratio_compute", "client_util", "client_cpu_ms_per_step",
                   "client_side_ms_per_step", "shard_cpu_ms_per_step", "e2e_sps", "ratio_e2e", "step_ms_median",
                   "throttle_slept_s", "cg_nr_throttled", "cg_nr_periods", "cg_throttled_s", "foreign_cpu_cores"):
@@ -286,6 +289,7 @@ def main(argv=None) -> int:
         ("mechanism", "mechanism", ""),
         ("cap", "cap", ""),
         ("runs", "runs", "d"),
+        ("malloc", "malloc", ""),
         ("client_compute_sps", "client compute samples/s", ".0f"),
         ("ratio_compute", "ratio vs uncapped", ".3f"),
         ("client_util", "client CPU/wall", ".3f"),
@@ -305,6 +309,7 @@ def main(argv=None) -> int:
         ("clients", "clients", "d"),
         ("cap", "cap", ".1f"),
         ("mechanism", "mechanism", ""),
+        ("malloc", "malloc", ""),
         ("batch", "batch", "d"),
         ("batches_per_epoch", "batches", "d"),
         ("samples", "samples", "d"),

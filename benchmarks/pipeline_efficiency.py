@@ -14,7 +14,7 @@ driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster
 local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
 per pair, median over pairs.
 
-    python benchmarks/pipeline_efficiency.py            # default, ~7 min
+    python benchmarks/pipeline_efficiency.py            # default (malloc fast, lean, mallopt), ~7 min
     python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
 """
 
@@ -81,46 +81,6 @@ def session_usage() -> tuple[float, int]:
     return cpu, faults
 
 
-# -- opt-in experiment: glibc malloc tuning inside the actors -------------------------
-# In Ray actor processes every step's large tensors are mmap'ed and unmapped again by
-# glibc (tens of thousands of minor page faults per step; the local trainer's process
-# reuses its heap). Raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at actor start keeps
-# that memory in the heap. ``--variants as-is,mallopt`` measures what the fix would
-# give, without touching raysplit: the actors are subclassed here.
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def _mallopt() -> None:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-def _tuned_actor_classes():
-    import ray
-
-    from raysplit.runtime.client_actor import ClientHost
-    from raysplit.runtime.shard import Shard
-
-    class TunedClientHost(ClientHost):
-        def __init__(self, *a, **k):
-            _mallopt()
-            super().__init__(*a, **k)
-
-    class TunedShard(Shard):
-        def __init__(self, *a, **k):
-            _mallopt()
-            super().__init__(*a, **k)
-
-    return ray.remote(TunedClientHost), ray.remote(TunedShard)
-
-
 def run_local(cfg) -> dict:
     import pyarrow.parquet as pq
 
@@ -147,14 +107,18 @@ def run_local(cfg) -> dict:
     return out
 
 
-def run_cluster(cfg, threads: int, variant: str = "as-is") -> dict:
+def run_cluster(cfg, threads: int, variant: str = "auto") -> dict:
+    """``variant``: a ``ClusterConfig.malloc`` mode (auto, fast, lean), or "mallopt"
+    (experiment: malloc fast plus glibc mallopt in the actors, see _common)."""
     import raysplit.runtime.cluster as rc
     from raysplit.runtime.config import ClusterConfig
 
-    cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads)
+    malloc = "fast" if variant == "mallopt" else variant
+    cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads,
+                       malloc=malloc)
     saved = rc.ClientActor, rc.ShardActor
     if variant == "mallopt":
-        rc.ClientActor, rc.ShardActor = _tuned_actor_classes()
+        rc.ClientActor, rc.ShardActor = C.tuned_actor_classes()
     try:
         cl = rc.Cluster(cc)
         t = time.perf_counter()
@@ -178,6 +142,7 @@ def run_cluster(cfg, threads: int, variant: str = "as-is") -> dict:
         train_seconds=s["train_seconds"],
         sps_train_seconds=s["samples"] / s["train_seconds"],
         cap_mechanism=s["cap_mechanism"],
+        malloc=s.get("malloc"),
         cpu_ms_per_sample=1000 * (c1 - c0) / s["samples"],
         faults_per_step=(f1 - f0) / len(cl.rows),
     )
@@ -229,7 +194,7 @@ def summarize(runs: list[dict], batch_sizes: list[int], threads: list[int], vari
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, small subset")
-    ap.add_argument("--repeats", type=int, default=4, help="interleaved (local, cluster) pairs per setting")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved (local, cluster) pairs per setting")
     ap.add_argument("--threads", default="1,2", help="torch threads per process to test, comma list")
     ap.add_argument("--batch-sizes", default="32", help="comma list of batch sizes")
     ap.add_argument("--train-subset", type=int, default=2048)
@@ -239,9 +204,10 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="float32")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each pair wait up to this many s for other processes to go quiet (0 = never)")
-    ap.add_argument("--variants", default="as-is,mallopt",
-                    help="cluster actors: 'as-is' (raysplit unchanged) and/or 'mallopt' (experiment: actors "
-                    "subclassed here to raise glibc's mmap/trim thresholds), comma list")
+    ap.add_argument("--variants", default="fast,lean,mallopt",
+                    help="cluster actors' malloc mode, comma list of ClusterConfig.malloc values (auto, fast, lean) "
+                    "and/or 'mallopt' (experiment: fast + actors subclassed here to raise glibc's mmap/trim "
+                    "thresholds)")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -253,8 +219,8 @@ def main(argv=None) -> int:
 
     threads = [int(t) for t in a.threads.split(",")]
     variants = [v for v in a.variants.split(",") if v]
-    if not set(variants) <= {"as-is", "mallopt"}:
-        ap.error("--variants: as-is and/or mallopt")
+    if not set(variants) <= {"auto", "fast", "lean", "mallopt"}:
+        ap.error("--variants: auto, fast, lean and/or mallopt")
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-pipe-"))
@@ -318,7 +284,7 @@ def main(argv=None) -> int:
     cols = [
         ("batch_size", "batch", "d"),
         ("threads", "threads", "d"),
-        ("actors", "actors", ""),
+        ("actors", "malloc", ""),
         ("pairs", "pairs", "d"),
         ("local_sps", "local samples/s", ".0f"),
         ("cluster_sps", "cluster samples/s", ".0f"),
@@ -359,8 +325,9 @@ def main(argv=None) -> int:
         "quiet_pairs": "pairs during which other processes used < 0.3 cores (ratio_quiet: their median)",
         "ray_init_seconds": init_s,
         "variants": variants,
-        "actors": "as-is = raysplit's actors unchanged; mallopt = experiment, the same actors subclassed in this "
-        "script to call glibc mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=512 MiB) at start",
+        "malloc": "ClusterConfig.malloc of the actors: fast (MALLOC_ARENA_MAX=2), lean (MALLOC_MMAP_THRESHOLD_="
+        "65536: freed tensors go back to the OS), auto (fast for 1 client); mallopt = experiment: fast plus the "
+        "actors subclassed in _common to call glibc mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=512 MiB)",
         "page_faults_per_step": "minor page faults per training step: local = the trainer process; cluster = "
         "the whole Ray session during Cluster.run",
         "cpu_ms_per_sample": "local: the trainer process's CPU time / samples; cluster: CPU time of the whole "

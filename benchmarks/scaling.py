@@ -15,6 +15,7 @@ start to last step end over all clients; the first epoch includes warm-up); also
 samples / summary ``train_seconds`` (whole run incl. evaluation).
 
     python benchmarks/scaling.py                    # 1,4,8,16,32 clients + 32 with 8 clients/actor
+                                                    # + 32 with malloc fast (~9 min)
     python benchmarks/scaling.py --clients 1,4,8    # other points
     python benchmarks/scaling.py --quick            # smoke run: 1,4 clients
 """
@@ -44,11 +45,11 @@ def last_epoch_span(rows: list[dict]) -> tuple[int, float]:
 
 
 def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subset: int, cpa: int,
-              interval: float, tmp: Path) -> dict:
+              interval: float, tmp: Path, malloc: str = "auto") -> dict:
     import ray
 
+    import raysplit.runtime.cluster as rc
     from raysplit.config import SplitConfig, TrainConfig
-    from raysplit.runtime.cluster import Cluster
     from raysplit.runtime.config import ClusterConfig
 
     cfg = TrainConfig(
@@ -63,14 +64,20 @@ def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subse
         out=str(tmp / f"c{clients}"),
     )
     cc = ClusterConfig(train=cfg, clients=clients, shards=1, client_cpu=None, cap_mechanism="none",
-                       clients_per_actor=cpa)
+                       clients_per_actor=cpa, malloc="fast" if malloc == "mallopt" else malloc)
     mon = C.Monitor(interval=interval).start()
     try:
         init_s = C.ray_init_quiet()
         mem_idle = mon.sample()
-        cl = Cluster(cc)
+        cl = rc.Cluster(cc)
         t0 = time.perf_counter()
-        cl.start(progress=False)
+        saved = rc.ClientActor, rc.ShardActor
+        if malloc == "mallopt":
+            rc.ClientActor, rc.ShardActor = C.tuned_actor_classes()
+        try:
+            cl.start(progress=False)
+        finally:
+            rc.ClientActor, rc.ShardActor = saved
         started = mon.sample()
         try:
             cl.run(progress=False)
@@ -87,6 +94,8 @@ def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subse
         "clients": clients,
         "clients_per_actor": cpa,
         "actors": -(-clients // cpa),
+        "malloc_requested": malloc,
+        "malloc": ("mallopt" if malloc == "mallopt" else s.get("malloc")),
         "samples": s["samples"],
         "failed": len(s["failed_clients"]),
         "ray_init_s": init_s,
@@ -112,23 +121,41 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--test-subset", type=int, default=64, help="test samples (each client evaluates them)")
-    ap.add_argument("--grouped", default="32:8", help="extra points clients:clients_per_actor, comma list ('' = none)")
+    ap.add_argument("--grouped", default="32:8,32:1:fast",
+                    help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
+    ap.add_argument("--malloc", choices=("auto", "fast", "lean", "mallopt"), default="auto",
+                    help="ClusterConfig.malloc for the --clients points (auto: fast up to 4 clients per CPU, "
+                    "lean above); mallopt = experiment (fast + _common.tuned_actor_classes)")
+    ap.add_argument("--min-free-gib", type=float, default=0.6,
+                    help="skip a point if available memory < this x actors + 2 GiB (shared machine)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
         a.clients, a.grouped, a.epochs = "1,4", "4:2", 1
-    points = [(int(c), 1) for c in a.clients.split(",") if c.strip()]
-    points += [tuple(int(v) for v in g.split(":")) for g in a.grouped.split(",") if g.strip()]
+    points = [(int(c), 1, a.malloc) for c in a.clients.split(",") if c.strip()]
+    for g in (g.strip() for g in a.grouped.split(",") if g.strip()):
+        parts = g.split(":")
+        points.append((int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else a.malloc))
 
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-scaling-"))
-    rows = []
+    rows, skipped = [], []
     try:
-        for clients, cpa in points:
+        for clients, cpa, malloc in points:
             avail = C.psutil.virtual_memory().available / C.GIB
-            print(f"- {clients} clients, {cpa} per actor (available memory {avail:.1f} GiB) ...", flush=True)
-            row = run_point(clients, a.per_client, a.batch_size, a.epochs, a.test_subset, cpa, a.interval, tmp)
+            need = a.min_free_gib * -(-clients // cpa) + 2
+            print(f"- {clients} clients, {cpa} per actor, malloc {malloc} (available memory {avail:.1f} GiB) ...",
+                  flush=True)
+            if avail < need:
+                print(f"  skipped: needs ~{need:.0f} GiB free", flush=True)
+                skipped.append({"clients": clients, "clients_per_actor": cpa, "malloc": malloc,
+                                "available_gib": avail})
+                continue
+            row = C.retry_on_ray_failure(
+                run_point, clients, a.per_client, a.batch_size, a.epochs, a.test_subset, cpa, a.interval, tmp, malloc,
+                reinit=False,
+            )
             rows.append(row)
             print(
                 f"  {row['sps_last_epoch']:.0f} samples/s, start-up {row['startup_s']:.1f} s, "
@@ -145,6 +172,7 @@ def main(argv=None) -> int:
         ("clients", "clients", "d"),
         ("clients_per_actor", "per actor", "d"),
         ("actors", "actors", "d"),
+        ("malloc", "malloc", ""),
         ("samples", "samples", "d"),
         ("sps_last_epoch", "samples/s (last epoch)", ".0f"),
         ("sps_train_seconds", "samples/s (train_seconds)", ".0f"),
@@ -174,6 +202,10 @@ def main(argv=None) -> int:
         "test_subset": a.test_subset,
         "cpu_cap": None,
         "quick": a.quick,
+        "malloc": "ClusterConfig.malloc per row: fast = MALLOC_ARENA_MAX=2 (freed memory kept for reuse), lean = "
+        "MALLOC_MMAP_THRESHOLD_=65536 (freed tensors back to the OS, page faults every step); auto = lean when "
+        "clients > 4 x CPUs",
+        "skipped": skipped,
         "memory": "peak over samples every interval s of the sum over the driver and all its descendant "
         "processes (the whole Ray session); PSS = no double counting of shared pages (headline), "
         "USS = private pages only (lower bound), RSS = double counts shared pages (upper bound); "
