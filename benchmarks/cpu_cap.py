@@ -224,6 +224,8 @@ def main(argv=None) -> int:
     ap.add_argument("--testbed-batches", type=int, default=32)
     ap.add_argument("--testbed-epochs", type=int, default=1)
     ap.add_argument("--testbed-methods", default="fixed,none", help="fixed = module at B=4; none = no module")
+    ap.add_argument("--quiet-wait", type=float, default=20.0,
+                    help="before each run wait up to this many s for other processes to go quiet (0 = never)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
@@ -248,6 +250,8 @@ def main(argv=None) -> int:
         cap_run("none", None, a.batch_size, 4, tmp)  # warm-up (worker pool, imports)
         for rep in range(a.repeats):
             for mech, cap in configs:
+                if a.quiet_wait > 0:
+                    C.wait_for_quiet(a.quiet_wait)
                 with C.ForeignCpu() as f:
                     r = cap_run(mech, cap, a.batch_size, a.steps, tmp)
                 r.update(repeat=rep, foreign_cpu_cores=f.cores)
@@ -259,6 +263,8 @@ def main(argv=None) -> int:
                 )
         if not a.no_testbed:
             for method in [m for m in a.testbed_methods.split(",") if m]:
+                if a.quiet_wait > 0:
+                    C.wait_for_quiet(a.quiet_wait)
                 tb = testbed_run(method, 0.4, "auto", a.testbed_clients, a.batch_size, a.testbed_batches,
                                  a.testbed_epochs, tmp)
                 testbed.append(tb)
@@ -277,7 +283,7 @@ def main(argv=None) -> int:
     for mech, cap in configs:
         rs = [r for r in runs if r["mechanism_requested"] == mech and r["cap"] == cap]
         row = {"mechanism": rs[0]["mechanism"], "cap": cap if cap is not None else "none", "runs": len(rs),
-               "malloc": rs[0].get("malloc")}
+               "malloc": rs[0].get("malloc"), "quiet_runs": sum(r["foreign_cpu_cores"] < 0.3 for r in rs)}
         for k in ("client_compute_sps", "ratio_compute", "client_util", "client_cpu_ms_per_step",
                   "client_side_ms_per_step", "shard_cpu_ms_per_step", "e2e_sps", "ratio_e2e", "step_ms_median",
                   "throttle_slept_s", "cg_nr_throttled", "cg_nr_periods", "cg_throttled_s", "foreign_cpu_cores"):
@@ -289,6 +295,7 @@ def main(argv=None) -> int:
         ("mechanism", "mechanism", ""),
         ("cap", "cap", ""),
         ("runs", "runs", "d"),
+        ("quiet_runs", "quiet runs", "d"),
         ("malloc", "malloc", ""),
         ("client_compute_sps", "client compute samples/s", ".0f"),
         ("ratio_compute", "ratio vs uncapped", ".3f"),
@@ -335,6 +342,7 @@ def main(argv=None) -> int:
         "quick": a.quick,
         "ray_init_seconds": init_s,
         "client_compute_sps": "samples / (sum of step latencies - shard CPU seconds)",
+        "quiet_runs": "runs during which other processes used < 0.3 cores",
         "client_util": "client actor process CPU seconds / wall seconds of Cluster.run",
         "ratio_compute": "client_compute_sps / the uncapped run's of the same repeat; median over repeats",
         "testbed": "clients each capped at 0.4 of a core (mechanism auto), batch 16, batches per epoch as given; "

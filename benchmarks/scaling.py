@@ -129,6 +129,8 @@ def main(argv=None) -> int:
                     "lean above); mallopt = experiment (fast + _common.tuned_actor_classes)")
     ap.add_argument("--min-free-gib", type=float, default=0.6,
                     help="skip a point if available memory < this x actors + 2 GiB (shared machine)")
+    ap.add_argument("--quiet-wait", type=float, default=30.0,
+                    help="before each point wait up to this many s for other processes to go quiet (0 = never)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
@@ -147,6 +149,9 @@ def main(argv=None) -> int:
             need = a.min_free_gib * -(-clients // cpa) + 2
             print(f"- {clients} clients, {cpa} per actor, malloc {malloc} (available memory {avail:.1f} GiB) ...",
                   flush=True)
+            if a.quiet_wait > 0:
+                C.wait_for_quiet(a.quiet_wait)
+                avail = C.psutil.virtual_memory().available / C.GIB
             if avail < need:
                 print(f"  skipped: needs ~{need:.0f} GiB free", flush=True)
                 skipped.append({"clients": clients, "clients_per_actor": cpa, "malloc": malloc,
