@@ -12,9 +12,12 @@ it excludes Ray start-up, data loading and evaluation. ``samples / sum(step late
 and the cluster's ``samples / train_seconds`` (which includes evaluation and the
 driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster,
 local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
-per pair, median over pairs.
+per pair, median over pairs. Each cluster setting is run with the actors' malloc modes
+(``ClusterConfig.malloc``: fast, lean) and "mallopt" (fast plus an in-process glibc
+mallopt, the experiment that led to "fast"'s thresholds); minor page faults per step are
+recorded for both sides (lean's ~43k/step is what makes it slower).
 
-    python benchmarks/pipeline_efficiency.py            # default (malloc fast, lean, mallopt), ~7 min
+    python benchmarks/pipeline_efficiency.py            # default (malloc fast, lean, mallopt), ~6 min
     python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
 """
 
