@@ -35,6 +35,18 @@ def fault(text: str) -> tuple[int, int]:
     return c, e
 
 
+def _per_actor(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or an integer >= 1")
+    return k
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobs/deprune.py", description=__doc__.split("\n\n")[0])
     add_train_args(p, default_out="runs/deprune")
@@ -45,7 +57,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--shards", type=int, default=1, help="server shards (tail replicas)")
     g.add_argument("--client-cpu", type=float, default=None, help="cap per client, fraction of a core (0.4)")
     g.add_argument("--cap-mechanism", choices=MECHANISMS, default="auto")
-    g.add_argument("--clients-per-actor", type=int, default=1, help="emulated clients per actor process")
+    g.add_argument(
+        "--clients-per-actor",
+        type=_per_actor,
+        default="auto",
+        help="emulated clients per actor process: N, or auto (one each up to 4 processes per CPU)",
+    )
     g.add_argument("--mode", choices=MODES, default="independent")
     g.add_argument("--policy", choices=POLICIES, default="sync", help="budget transitions together or per client")
     g.add_argument("--shard-sync", choices=SHARD_SYNC, default="average")

@@ -117,6 +117,19 @@ def test_a_failing_client_does_not_lose_the_others_work(tmp_path):
     assert summary["samples"] == 32 * (6 + 6 + 6 + 6 + 6)
 
 
+def test_clients_sharing_a_process_fail_alone(tmp_path):
+    tc = train_cfg(tmp_path, "shared")
+    cc = ClusterConfig(train=tc, clients=4, clients_per_actor=2, fail_client=(1, 1))
+    summary, cluster = run_cluster(cc, progress=False)
+    assert summary["clients_per_actor"] == 2 and summary["client_actors"] == 2
+    assert cluster.host_of[0] is cluster.host_of[1] and cluster.host_of[2] is cluster.host_of[3]
+    assert list(summary["failed_clients"]) == ["1"]
+    steps = pq.read_table(tmp_path / "shared" / "steps.parquet").to_pandas()
+    per = steps.groupby(["client", "epoch"]).size().to_dict()
+    # client 0 shares client 1's process and still finishes both epochs
+    assert per[(0, 0)] == per[(0, 1)] == per[(1, 0)] == per[(3, 1)] == 6 and (1, 1) not in per
+
+
 def test_async_policy_walks_each_client_through_the_schedule(tmp_path):
     tc = train_cfg(tmp_path, "async")
     summary, _ = run_cluster(ClusterConfig(train=tc, clients=2, policy="async"), progress=False)
@@ -131,6 +144,7 @@ def test_shard_merges_microbatches_from_several_clients(tmp_path):
     tc = train_cfg(tmp_path, "merge")
     summary, _ = run_cluster(ClusterConfig(train=tc, clients=6, shards=1), progress=False)
     assert summary["mean_merged_microbatches"] > 1.0
+    assert summary["client_actors"] == 6  # auto: 6 processes fit within 4 per CPU (4 CPUs)
 
 
 def test_throttled_client_paces_itself(tmp_path):

@@ -54,6 +54,20 @@ def test_job_starts_its_own_ray(tmp_path):
     check_run_dir(out, 3)
 
 
+def test_job_with_32_one_per_actor_clients(tmp_path):
+    """The headline size with one actor process per client (auto would group them on a
+    small machine): all 32 train and evaluate."""
+    out = tmp_path / "run32"
+    args = [*SMALL, "--clients", "32", "--clients-per-actor", "1", "--max-batches", "1", "--test-subset", "32"]
+    r = subprocess.run([sys.executable, "jobs/deprune.py", *args, "--out", str(out)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = check_run_dir(out, 32)
+    assert s["client_actors"] == 32 and s["clients_per_actor"] == 1
+    steps = pq.read_table(out / "steps.parquet").to_pandas()
+    assert sorted(steps["client"].unique()) == list(range(32))
+
+
 def test_job_rejects_bad_options_clearly(tmp_path):
     r = subprocess.run([sys.executable, "jobs/deprune.py", "--clients", "0"], cwd=ROOT, env=env(),
                        capture_output=True, text=True, timeout=120)
@@ -61,6 +75,9 @@ def test_job_rejects_bad_options_clearly(tmp_path):
     r = subprocess.run([sys.executable, "jobs/deprune.py", "--mode", "ring"], cwd=ROOT, env=env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice: 'ring'" in r.stderr
+    r = subprocess.run([sys.executable, "jobs/deprune.py", "--clients-per-actor", "x"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'x': expected auto or an integer >= 1" in r.stderr
 
 
 def test_ray_job_submit_against_ray_start_head(tmp_path):

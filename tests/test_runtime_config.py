@@ -1,6 +1,6 @@
 import pytest
 
-from raysplit.runtime.cluster import Cluster, malloc_mode
+from raysplit.runtime.cluster import Cluster, hosting, malloc_mode
 from raysplit.runtime.config import ClusterConfig
 
 
@@ -17,6 +17,9 @@ from raysplit.runtime.config import ClusterConfig
         (dict(malloc="huge"), "unknown malloc 'huge'"),
         (dict(policy="async", mode="splitfed"), "needs policy 'sync'"),
         (dict(sync_every=-1), "sync_every must be >= 0"),
+        (dict(clients_per_actor=0), "clients_per_actor must be 'auto' or an integer >= 1, got 0"),
+        (dict(clients_per_actor="many"), "got 'many'"),
+        (dict(clients_per_actor=True), "got True"),
     ],
 )
 def test_cluster_config_names_the_bad_value(kw, msg):
@@ -29,6 +32,15 @@ def test_malloc_mode():
     assert malloc_mode("auto", 1, 2) == "fast"
     assert malloc_mode("auto", 8, 2) == "fast"
     assert malloc_mode("fast", 64, 2) == "fast"
+
+
+def test_hosting_auto_keeps_client_processes_within_four_per_cpu():
+    assert hosting("auto", 8, 2) == 1  # 8 processes on 2 CPUs: one client each
+    assert hosting("auto", 9, 2) == 2
+    assert hosting("auto", 32, 2) == 4  # the headline job here: 8 processes of 4
+    assert hosting("auto", 32, 8) == 1  # a bigger node: one process per client
+    assert hosting("auto", 3, 0) == 1  # a CPU-less head counts as one CPU
+    assert hosting(1, 32, 2) == 1 and hosting(8, 32, 2) == 8
 
 
 def test_client_scheduling_share_fits_the_machine():

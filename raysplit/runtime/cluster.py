@@ -42,12 +42,27 @@ MALLOC_ENV = {
 }
 
 
+# Beyond this many client processes per CPU, extra processes only time-share the cores
+# while each costs its own torch (measured: 32 clients on 2 cores ran 195 samples/s as 32
+# processes and 270 as 4; benchmarks/scaling.py).
+PROCESSES_PER_CPU = 4
+
+
 def malloc_mode(setting: str, clients: int, cpus: float) -> str:
     """"auto": lean when clients outnumber cores four to one (many idle tenants on a
     box, where memory is what limits), fast otherwise."""
     if setting != "auto":
         return setting
-    return "lean" if clients > 4 * max(cpus, 1.0) else "fast"
+    return "lean" if clients > PROCESSES_PER_CPU * max(cpus, 1.0) else "fast"
+
+
+def hosting(setting: int | str, clients: int, cpus: float) -> int:
+    """Clients per actor process. "auto": one each up to PROCESSES_PER_CPU processes per
+    CPU; above that the fewest per process that keeps the process count within it."""
+    if setting != "auto":
+        return int(setting)
+    most = max(1, int(PROCESSES_PER_CPU * max(cpus, 1.0)))
+    return -(-clients // most)
 
 
 class Cluster:
@@ -98,7 +113,7 @@ class Cluster:
             "dataset": cfg.dataset,
         }
         client_split = cfg.split.replace(torch_threads=cfg.split.torch_threads or 1)
-        k = cc.clients_per_actor
+        self.clients_per_actor = k = hosting(cc.clients_per_actor, cc.clients, resources.get("CPU", 1.0))
         self.hosts, self.host_of = [], {}
         for first in range(0, cc.clients, k):
             ids = self.ids[first : first + k]
@@ -296,6 +311,8 @@ class Cluster:
             "train_seconds": self.train_seconds,
             "startup_seconds": self.startup_seconds,
             "clients": cc.clients,
+            "clients_per_actor": self.clients_per_actor,
+            "client_actors": len(self.hosts),
             "shards": cc.shards,
             "mode": cc.mode,
             "policy": cc.policy,

@@ -25,7 +25,11 @@ class ClusterConfig:
         client_cpu: cap on each client's compute, as a fraction of one core (0.4 = 40%);
             None = uncapped. Also its ``num_cpus`` for Ray's scheduler.
         cap_mechanism: "auto" (cgroup where writable, else throttle), "cgroup", "throttle", "none".
-        clients_per_actor: emulated clients hosted per actor process (1 = one actor each).
+        clients_per_actor: emulated clients hosted per actor process: a number (1 = one
+            actor process each), or "auto": one each while there are at most 4 client
+            processes per cluster CPU, else as few per process as keeps within that
+            (``hosting``). Each process holds its own torch (~0.33 GiB here), and more
+            processes than that only time-share the cores.
         mode: "independent" (own head per client) or "splitfed" (heads averaged every
             epoch, weighted by samples).
         policy: "sync" (all clients change budget together at epoch boundaries) or
@@ -50,7 +54,7 @@ class ClusterConfig:
     shards: int = 1
     client_cpu: float | None = None
     cap_mechanism: str = "auto"
-    clients_per_actor: int = 1
+    clients_per_actor: int | str = "auto"
     mode: str = "independent"
     policy: str = "sync"
     shard_sync: str = "average"
@@ -81,8 +85,9 @@ class ClusterConfig:
         ):
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
-        if self.clients_per_actor < 1:
-            raise ValueError(f"clients_per_actor must be >= 1, got {self.clients_per_actor}")
+        k = self.clients_per_actor
+        if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"clients_per_actor must be 'auto' or an integer >= 1, got {k!r}")
         if self.sync_every < 0:
             raise ValueError(f"sync_every must be >= 0, got {self.sync_every}")
         if self.alpha <= 0:

@@ -15,6 +15,7 @@ from raysplit import codec
 from raysplit.compression.losses import prune_loss
 from raysplit.config import SplitConfig
 from raysplit.training.network import build_network
+from raysplit.training.sgd import SGD
 from raysplit.training.state import load_numpy_state, numpy_state
 
 
@@ -41,7 +42,7 @@ class SplitClient:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         # An empty head (split_layer 0, no module) has nothing to train.
         self.opt = (
-            torch.optim.SGD(groups, lr=0.01, momentum=cfg.momentum) if any(g["params"] for g in groups) else None
+            SGD(groups, lr=0.01, momentum=cfg.momentum) if any(g["params"] for g in groups) else None
         )
         self.budget = self.channels
         self.step = 0
@@ -115,7 +116,10 @@ class SplitClient:
             return {"prune_loss": 0.0}
         self.opt.zero_grad(set_to_none=True)
         if sel.requires_grad:
-            sel.backward(torch.from_numpy(msg.values))
+            # d(sum(sel * g))/d sel = g exactly, so this is sel.backward(g). The scalar
+            # form matters for memory: autograd imports sympy (~87 MiB per process) to
+            # check the shape of an explicit gradient tensor.
+            (sel * torch.from_numpy(msg.values)).sum().backward()
         if self.compressor is not None:
             # totalLoss = Loss + ε·pruneLoss. pruneLoss depends only on f, which lives
             # here, so its gradient is added on the client: same sum, f never travels.

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from raysplit import codec
 from raysplit.config import SplitConfig
 from raysplit.training.network import build_network, resolve_device
+from raysplit.training.sgd import SGD
 from raysplit.training.state import load_numpy_state, numpy_state
 
 
@@ -50,7 +51,7 @@ class SplitServer:
         self.codec = cfg.codec_config()
         mods = [self.tail] + ([self.decompressor] if self.decompressor is not None else [])
         self.modules = torch.nn.ModuleList(mods).to(self.device)
-        self.opt = torch.optim.SGD(
+        self.opt = SGD(
             self.modules.parameters(), lr=0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
         self.steps = 0
