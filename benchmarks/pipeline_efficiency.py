@@ -12,18 +12,19 @@ it excludes Ray start-up, data loading and evaluation. ``samples / sum(step late
 and the cluster's ``samples / train_seconds`` (which includes evaluation and the
 driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster,
 local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
-per pair, median over pairs. Each cluster setting is run with the actors' malloc modes
-(``ClusterConfig.malloc``: fast, lean) and "mallopt" (fast plus an in-process glibc
-mallopt, the experiment that led to "fast"'s thresholds); minor page faults per step are
-recorded for both sides (lean's ~43k/step is what makes it slower).
+per pair, median over pairs. Each cluster setting can be run with several actor
+variants: ``MALLOC[:spinN]``, the actors' ``ClusterConfig.malloc`` mode (auto, fast, lean)
+and optionally ``ClusterConfig.openmp_spin`` = N; minor page faults per step are recorded
+for both sides (lean's ~43k/step is what makes it slower).
 
-    python benchmarks/pipeline_efficiency.py            # default (malloc fast, lean, mallopt), ~6 min
+    python benchmarks/pipeline_efficiency.py            # default variants, ~6 min
     python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -110,24 +111,28 @@ def run_local(cfg) -> dict:
     return out
 
 
+VARIANT = re.compile(r"^(auto|fast|lean)(?::spin(\d+))?$")
+
+
+def parse_variant(v: str) -> tuple[str, int | None]:
+    """"fast:spin30000" -> ("fast", 30000); "lean" -> ("lean", None)."""
+    m = VARIANT.match(v)
+    if m is None:
+        raise ValueError(f"variant {v!r}; allowed: auto|fast|lean, optionally followed by :spinN (e.g. fast:spin30000)")
+    return m.group(1), None if m.group(2) is None else int(m.group(2))
+
+
 def run_cluster(cfg, threads: int, variant: str = "auto") -> dict:
-    """``variant``: a ``ClusterConfig.malloc`` mode (auto, fast, lean), or "mallopt"
-    (experiment: malloc fast plus glibc mallopt in the actors, see _common)."""
+    """``variant``: ``MALLOC[:spinN]`` (ClusterConfig.malloc and openmp_spin)."""
     import raysplit.runtime.cluster as rc
     from raysplit.runtime.config import ClusterConfig
 
-    malloc = "fast" if variant == "mallopt" else variant
+    malloc, spin = parse_variant(variant)
     cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads,
-                       malloc=malloc)
-    saved = rc.ClientActor, rc.ShardActor
-    if variant == "mallopt":
-        rc.ClientActor, rc.ShardActor = C.tuned_actor_classes()
-    try:
-        cl = rc.Cluster(cc)
-        t = time.perf_counter()
-        cl.start(progress=False)
-    finally:
-        rc.ClientActor, rc.ShardActor = saved
+                       malloc=malloc, openmp_spin=spin)
+    cl = rc.Cluster(cc)
+    t = time.perf_counter()
+    cl.start(progress=False)
     try:
         c0, f0 = session_usage()
         cl.run(progress=False)
@@ -207,10 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="float32")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each pair wait up to this many s for other processes to go quiet (0 = never)")
-    ap.add_argument("--variants", default="fast,lean,mallopt",
-                    help="cluster actors' malloc mode, comma list of ClusterConfig.malloc values (auto, fast, lean) "
-                    "and/or 'mallopt' (experiment: fast + actors subclassed here to raise glibc's mmap/trim "
-                    "thresholds)")
+    ap.add_argument("--variants", default="auto,auto:spin30000,lean",
+                    help="cluster actors, comma list of MALLOC[:spinN]: ClusterConfig.malloc (auto, fast, lean) "
+                    "and optionally ClusterConfig.openmp_spin=N")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -222,8 +226,11 @@ def main(argv=None) -> int:
 
     threads = [int(t) for t in a.threads.split(",")]
     variants = [v for v in a.variants.split(",") if v]
-    if not set(variants) <= {"auto", "fast", "lean", "mallopt"}:
-        ap.error("--variants: auto, fast, lean and/or mallopt")
+    for v in variants:
+        try:
+            parse_variant(v)
+        except ValueError as e:
+            ap.error(f"--variants: {e}")
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-pipe-"))
@@ -287,7 +294,7 @@ def main(argv=None) -> int:
     cols = [
         ("batch_size", "batch", "d"),
         ("threads", "threads", "d"),
-        ("actors", "malloc", ""),
+        ("actors", "actors", ""),
         ("pairs", "pairs", "d"),
         ("local_sps", "local samples/s", ".0f"),
         ("cluster_sps", "cluster samples/s", ".0f"),
@@ -328,9 +335,9 @@ def main(argv=None) -> int:
         "quiet_pairs": "pairs during which other processes used < 0.3 cores (ratio_quiet: their median)",
         "ray_init_seconds": init_s,
         "variants": variants,
-        "malloc": "ClusterConfig.malloc of the actors: fast (MALLOC_ARENA_MAX=2), lean (MALLOC_MMAP_THRESHOLD_="
-        "65536: freed tensors go back to the OS), auto (fast for 1 client); mallopt = experiment: fast plus the "
-        "actors subclassed in _common to call glibc mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=512 MiB)",
+        "malloc": "variant = MALLOC[:spinN]: ClusterConfig.malloc of the actors (fast: MALLOC_ARENA_MAX=2 and "
+        "high mmap/trim thresholds; lean: MALLOC_MMAP_THRESHOLD_=65536, freed tensors go back to the OS; auto: "
+        "fast for 1 client) and ClusterConfig.openmp_spin (GOMP_SPINCOUNT in the actors; none = libgomp default)",
         "page_faults_per_step": "minor page faults per training step: local = the trainer process; cluster = "
         "the whole Ray session during Cluster.run",
         "cpu_ms_per_sample": "local: the trainer process's CPU time / samples; cluster: CPU time of the whole "

@@ -44,7 +44,7 @@ def last_epoch_span(rows: list[dict]) -> tuple[int, float]:
     return sum(r["samples"] for r in rs), span
 
 
-def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subset: int, cpa: int,
+def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subset: int, cpa: int | str,
               interval: float, tmp: Path, malloc: str = "auto") -> dict:
     import ray
 
@@ -64,20 +64,14 @@ def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subse
         out=str(tmp / f"c{clients}"),
     )
     cc = ClusterConfig(train=cfg, clients=clients, shards=1, client_cpu=None, cap_mechanism="none",
-                       clients_per_actor=cpa, malloc="fast" if malloc == "mallopt" else malloc)
+                       clients_per_actor=cpa, malloc=malloc)
     mon = C.Monitor(interval=interval).start()
     try:
         init_s = C.ray_init_quiet()
         mem_idle = mon.sample()
         cl = rc.Cluster(cc)
         t0 = time.perf_counter()
-        saved = rc.ClientActor, rc.ShardActor
-        if malloc == "mallopt":
-            rc.ClientActor, rc.ShardActor = C.tuned_actor_classes()
-        try:
-            cl.start(progress=False)
-        finally:
-            rc.ClientActor, rc.ShardActor = saved
+        cl.start(progress=False)
         started = mon.sample()
         try:
             cl.run(progress=False)
@@ -92,10 +86,11 @@ def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subse
     lat = [r["latency"] for r in cl.rows if r["epoch"] == max(x["epoch"] for x in cl.rows)]
     row = {
         "clients": clients,
-        "clients_per_actor": cpa,
-        "actors": -(-clients // cpa),
+        "clients_per_actor_requested": cpa,
+        "clients_per_actor": s["clients_per_actor"],
+        "actors": s["client_actors"],
         "malloc_requested": malloc,
-        "malloc": ("mallopt" if malloc == "mallopt" else s.get("malloc")),
+        "malloc": s["malloc"],
         "samples": s["samples"],
         "failed": len(s["failed_clients"]),
         "ray_init_s": init_s,
@@ -121,12 +116,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--test-subset", type=int, default=64, help="test samples (each client evaluates them)")
-    ap.add_argument("--grouped", default="32:8,32:1:fast",
+    ap.add_argument("--per-actor", default="auto",
+                    help="ClusterConfig.clients_per_actor for the --clients points (auto or N)")
+    ap.add_argument("--grouped", default="16:1,32:1",
                     help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
-    ap.add_argument("--malloc", choices=("auto", "fast", "lean", "mallopt"), default="auto",
+    ap.add_argument("--malloc", choices=("auto", "fast", "lean"), default="auto",
                     help="ClusterConfig.malloc for the --clients points (auto: fast up to 4 clients per CPU, "
-                    "lean above); mallopt = experiment (fast + _common.tuned_actor_classes)")
+                    "lean above)")
     ap.add_argument("--min-free-gib", type=float, default=0.6,
                     help="skip a point if available memory < this x actors + 2 GiB (shared machine)")
     ap.add_argument("--quiet-wait", type=float, default=30.0,
@@ -135,10 +132,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.clients, a.grouped, a.epochs = "1,4", "4:2", 1
-    points = [(int(c), 1, a.malloc) for c in a.clients.split(",") if c.strip()]
+
+    def per_actor(v: str) -> int | str:
+        return v if v == "auto" else int(v)
+
+    points = [(int(c), per_actor(a.per_actor), a.malloc) for c in a.clients.split(",") if c.strip()]
     for g in (g.strip() for g in a.grouped.split(",") if g.strip()):
         parts = g.split(":")
-        points.append((int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else a.malloc))
+        points.append((int(parts[0]), per_actor(parts[1]), parts[2] if len(parts) > 2 else a.malloc))
 
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-scaling-"))
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     try:
         for clients, cpa, malloc in points:
             avail = C.psutil.virtual_memory().available / C.GIB
-            need = a.min_free_gib * -(-clients // cpa) + 2
+            need = a.min_free_gib * (clients if cpa == "auto" else -(-clients // cpa)) + 2
             print(f"- {clients} clients, {cpa} per actor, malloc {malloc} (available memory {avail:.1f} GiB) ...",
                   flush=True)
             if a.quiet_wait > 0:

@@ -56,6 +56,14 @@ def malloc_mode(setting: str, clients: int, cpus: float) -> str:
     return "lean" if clients > PROCESSES_PER_CPU * max(cpus, 1.0) else "fast"
 
 
+def actor_env(malloc: str, openmp_spin: int | None) -> dict:
+    """The actors' runtime_env: malloc mode and OpenMP spin (see ClusterConfig)."""
+    env = dict(MALLOC_ENV[malloc]["env_vars"])
+    if openmp_spin is not None:
+        env["GOMP_SPINCOUNT"] = str(openmp_spin)
+    return {"env_vars": env}
+
+
 def hosting(setting: int | str, clients: int, cpus: float) -> int:
     """Clients per actor process. "auto": one each up to PROCESSES_PER_CPU processes per
     CPU; above that the fewest per process that keeps the process count within it."""
@@ -85,7 +93,7 @@ class Cluster:
         self.ids = list(range(cc.clients))
         resources = ray.cluster_resources()
         self.malloc = malloc_mode(cc.malloc, cc.clients, resources.get("CPU", 1.0))
-        actor_env = MALLOC_ENV[self.malloc]
+        env = actor_env(self.malloc, cc.openmp_spin)
         use_gpu = cc.shard_device == "cuda" or (cc.shard_device == "auto" and resources.get("GPU", 0) >= cc.shards)
         shard_threads = cc.shard_threads or max(1, int(round(cc.shard_cpus)))
         shard_split = cfg.split.replace(torch_threads=shard_threads)
@@ -93,7 +101,7 @@ class Cluster:
             "num_cpus": cc.shard_cpus,
             "num_gpus": 1 if use_gpu else 0,
             "max_concurrency": 1000,
-            "runtime_env": actor_env,
+            "runtime_env": env,
         }
         if resources.get("shard", 0) >= cc.shards:  # cluster.yaml's GPU node type declares it
             shard_opts["resources"] = {"shard": 1}
@@ -121,7 +129,7 @@ class Cluster:
             opts = {
                 "num_cpus": self.client_num_cpus * len(ids),
                 "max_concurrency": len(ids) + 4,
-                "runtime_env": actor_env,
+                "runtime_env": env,
             }
             if resources.get("client", 0) >= 1:
                 opts["resources"] = {"client": min(1.0, float(len(ids)))}

@@ -46,6 +46,10 @@ class ClusterConfig:
         malloc: glibc malloc mode of the actors: "lean" (return freed tensors to the OS:
             least memory per idle client, slower steps), "fast" (two arenas: bounded
             growth, fast), "auto" (lean when clients > 4 x cluster CPUs).
+        openmp_spin: iterations an idle OpenMP thread of an actor spins before it sleeps
+            (libgomp's GOMP_SPINCOUNT); None = libgomp's default (300,000). A client and its
+            shard compute in turn, and threads left spinning in one process take the
+            cores the other is computing on.
         fail_client: test hook: (client, epoch) at which that client raises.
     """
 
@@ -66,6 +70,7 @@ class ClusterConfig:
     shard_device: str = "auto"
     shard_threads: int | None = None
     malloc: str = "auto"
+    openmp_spin: int | None = None
     fail_client: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -88,6 +93,9 @@ class ClusterConfig:
         k = self.clients_per_actor
         if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"clients_per_actor must be 'auto' or an integer >= 1, got {k!r}")
+        sp = self.openmp_spin
+        if sp is not None and (isinstance(sp, bool) or not isinstance(sp, int) or sp < 0):
+            raise ValueError(f"openmp_spin must be None or an integer >= 0, got {sp!r}")
         if self.sync_every < 0:
             raise ValueError(f"sync_every must be >= 0, got {self.sync_every}")
         if self.alpha <= 0:

@@ -24,16 +24,19 @@ from raysplit.training.state import weighted_average
 
 class Shard:
     def __init__(self, cfg: SplitConfig, shard_id: int, max_merge: int = 32, device: str = "auto") -> None:
-        self.server = SplitServer(cfg, shard_id, device=device)
         self.shard_id = shard_id
         self.name = f"shard{shard_id}"
         self.max_merge = max_merge
-        # One compute thread. OpenMP's thread count is per calling thread (new threads
-        # start from OMP_NUM_THREADS, which Ray sets to 1), so set it in that thread.
+        # All torch work, the model's construction included, runs on one compute thread.
+        # OpenMP's thread count is per calling thread (new threads start from
+        # OMP_NUM_THREADS, which Ray sets to 1), so it is set there; and a second thread
+        # team (e.g. from building the model on the main thread) would take the process
+        # over its CPU count, where libgomp stops spinning between ops (slower steps).
         threads = cfg.torch_threads or torch.get_num_threads()
         self.pool = ThreadPoolExecutor(
             1, thread_name_prefix=self.name, initializer=torch.set_num_threads, initargs=(threads,)
         )
+        self.server = self.pool.submit(SplitServer, cfg, shard_id, device).result()
         self.queue: collections.deque = collections.deque()
         self.draining = False
         self.metrics = Recorder()
