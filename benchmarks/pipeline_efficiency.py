@@ -14,8 +14,9 @@ driver's per-epoch calls) are reported too. Runs are interleaved (local, cluster
 local, cluster, ...) on one Ray instance started once; the ratio is cluster / local
 per pair, median over pairs. Each cluster setting can be run with several actor
 variants: ``MALLOC[:spinN]``, the actors' ``ClusterConfig.malloc`` mode (auto, fast, lean)
-and optionally ``ClusterConfig.openmp_spin`` = N; minor page faults per step are recorded
-for both sides (lean's ~43k/step is what makes it slower).
+and optionally ``ClusterConfig.openmp_spin`` = N (default variants: the shipped defaults,
+libgomp's own spin count 300,000, and lean malloc); minor page faults per step are
+recorded for both sides (lean's ~43k/step is what makes it slower).
 
     python benchmarks/pipeline_efficiency.py            # default variants, ~6 min
     python benchmarks/pipeline_efficiency.py --quick    # smoke run, ~1 min
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--codec", default="float32")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each pair wait up to this many s for other processes to go quiet (0 = never)")
-    ap.add_argument("--variants", default="auto,auto:spin30000,lean",
+    ap.add_argument("--variants", default="auto,auto:spin300000,lean",
                     help="cluster actors, comma list of MALLOC[:spinN]: ClusterConfig.malloc (auto, fast, lean) "
                     "and optionally ClusterConfig.openmp_spin=N")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")

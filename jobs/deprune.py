@@ -35,16 +35,24 @@ def fault(text: str) -> tuple[int, int]:
     return c, e
 
 
-def _per_actor(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or an integer >= 1")
-    return k
+_WORD = object()
+
+
+def int_or(word: str, minimum: int, value: object = _WORD):
+    """An argparse type: ``word`` (-> ``value``, default the word itself) or an int >= minimum."""
+
+    def parse(text: str):
+        if text == word:
+            return word if value is _WORD else value
+        try:
+            k = int(text)
+        except ValueError:
+            k = minimum - 1
+        if k < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {word} or an integer >= {minimum}")
+        return k
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,10 +67,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cap-mechanism", choices=MECHANISMS, default="auto")
     g.add_argument(
         "--clients-per-actor",
-        type=_per_actor,
+        type=int_or("auto", 1),
         default="auto",
         help="emulated clients per actor process: N, or auto (one each up to 4 processes per CPU)",
     )
+    g.add_argument("--openmp-spin", type=int_or("none", 0, None), default=100_000,
+                   help="GOMP_SPINCOUNT in the actors (none = libgomp's default)")
     g.add_argument("--mode", choices=MODES, default="independent")
     g.add_argument("--policy", choices=POLICIES, default="sync", help="budget transitions together or per client")
     g.add_argument("--shard-sync", choices=SHARD_SYNC, default="average")
@@ -87,6 +97,7 @@ def config_from_args(a: argparse.Namespace) -> ClusterConfig:
         client_cpu=a.client_cpu,
         cap_mechanism=a.cap_mechanism,
         clients_per_actor=a.clients_per_actor,
+        openmp_spin=a.openmp_spin,
         mode=a.mode,
         policy=a.policy,
         shard_sync=a.shard_sync,

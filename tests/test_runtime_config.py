@@ -20,6 +20,7 @@ from raysplit.runtime.config import ClusterConfig
         (dict(clients_per_actor=0), "clients_per_actor must be 'auto' or an integer >= 1, got 0"),
         (dict(clients_per_actor="many"), "got 'many'"),
         (dict(clients_per_actor=True), "got True"),
+        (dict(openmp_spin=-1), "openmp_spin must be None or an integer >= 0, got -1"),
     ],
 )
 def test_cluster_config_names_the_bad_value(kw, msg):
@@ -49,3 +50,26 @@ def test_client_scheduling_share_fits_the_machine():
     assert 0 < share * 32 <= 0.9 * (2.0 - 1.0)  # the shard keeps its CPU
     c = Cluster(ClusterConfig(clients=2, client_cpu=0.4))
     assert c._client_num_cpus({"CPU": 64.0}) == 0.4  # plenty of room: the cap itself
+
+
+def test_actor_env_sets_malloc_and_openmp_spin():
+    from raysplit.runtime.cluster import actor_env
+
+    env = actor_env("lean", 100_000)["env_vars"]
+    assert env == {"MALLOC_MMAP_THRESHOLD_": "65536", "GOMP_SPINCOUNT": "100000"}
+    assert "GOMP_SPINCOUNT" not in actor_env("fast", None)["env_vars"]
+
+
+def test_job_option_parsers():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("deprune_job", Path(__file__).parent.parent / "jobs" / "deprune.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    cc = job.config_from_args(job.parser().parse_args(["--clients", "32"]))
+    assert cc.clients_per_actor == "auto" and cc.openmp_spin == 100_000
+    cc = job.config_from_args(job.parser().parse_args(["--clients-per-actor", "4", "--openmp-spin", "none"]))
+    assert cc.clients_per_actor == 4 and cc.openmp_spin is None
+    with pytest.raises(SystemExit):
+        job.parser().parse_args(["--openmp-spin", "-3"])

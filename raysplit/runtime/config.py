@@ -47,9 +47,11 @@ class ClusterConfig:
             least memory per idle client, slower steps), "fast" (two arenas: bounded
             growth, fast), "auto" (lean when clients > 4 x cluster CPUs).
         openmp_spin: iterations an idle OpenMP thread of an actor spins before it sleeps
-            (libgomp's GOMP_SPINCOUNT); None = libgomp's default (300,000). A client and its
-            shard compute in turn, and threads left spinning in one process take the
-            cores the other is computing on.
+            (libgomp's GOMP_SPINCOUNT; None = libgomp's default, 300,000). A client and
+            its shard compute in turn, and threads left spinning in one process take the
+            cores the other is computing on; too little spin makes every op wait for a
+            wake-up. 100,000 measured best with 2 torch threads per process
+            (benchmarks/pipeline_efficiency.py); with 1 thread it has no effect.
         fail_client: test hook: (client, epoch) at which that client raises.
     """
 
@@ -70,7 +72,7 @@ class ClusterConfig:
     shard_device: str = "auto"
     shard_threads: int | None = None
     malloc: str = "auto"
-    openmp_spin: int | None = None
+    openmp_spin: int | None = 100_000
     fail_client: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
