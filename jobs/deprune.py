@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="emulated clients per actor process: N, or auto (one each up to 4 processes per CPU)",
     )
-    g.add_argument("--openmp-spin", type=int_or("none", 0, None), default=100_000,
+    g.add_argument("--openmp-spin", type=int_or("none", 0, None), default=30_000,
                    help="GOMP_SPINCOUNT in the actors (none = libgomp's default)")
     g.add_argument("--mode", choices=MODES, default="independent")
     g.add_argument("--policy", choices=POLICIES, default="sync", help="budget transitions together or per client")

@@ -53,3 +53,17 @@ def test_scaling_quick(tmp_path):
     assert rows == [(1, 1, 1), (4, 1, 4), (4, 2, 2)]
     for r in res["rows"]:
         assert r["failed"] == 0 and r["samples"] > 0 and r["peak_pss_gib"] > r["idle_ray_pss_gib"] > 0
+
+
+@pytest.mark.slow
+def test_process_memory(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    r = subprocess.run([sys.executable, "benchmarks/process_memory.py", "--out-dir", str(tmp_path)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    res = json.loads((tmp_path / "process_memory.json").read_text())
+    stages = dict((s, m) for s, m in res["results"][0]["stages"])
+    ours = stages["+ SplitServer, 3 steps"]  # raysplit's client and server, trained
+    assert ours["anon_mib"] > 0 and not ours["dynamo"] and not ours["sympy"]
+    assert stages["+ torch.optim.SGD (avoided)"]["dynamo"]
+    assert stages["+ backward(gradient) (avoided)"]["sympy"]

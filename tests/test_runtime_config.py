@@ -68,7 +68,7 @@ def test_job_option_parsers():
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
     cc = job.config_from_args(job.parser().parse_args(["--clients", "32"]))
-    assert cc.clients_per_actor == "auto" and cc.openmp_spin == 100_000
+    assert cc.clients_per_actor == "auto" and cc.openmp_spin == 30_000
     cc = job.config_from_args(job.parser().parse_args(["--clients-per-actor", "4", "--openmp-spin", "none"]))
     assert cc.clients_per_actor == 4 and cc.openmp_spin is None
     with pytest.raises(SystemExit):

@@ -94,8 +94,8 @@ def test_bad_params():
 
 def test_split_client_and_server_do_not_import_dynamo_or_sympy():
     """The reason this module exists: building and stepping a client and a shard in a
-    fresh process must not load torch._dynamo (78 MiB per actor process) nor sympy
-    (87 MiB, which autograd imports for an explicit gradient tensor)."""
+    fresh process must not load torch._dynamo nor sympy (which autograd imports for an
+    explicit gradient tensor): ~50 MiB per actor process together."""
     code = """
 import sys, numpy as np
 from raysplit.config import SplitConfig

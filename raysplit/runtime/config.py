@@ -50,8 +50,8 @@ class ClusterConfig:
             (libgomp's GOMP_SPINCOUNT; None = libgomp's default, 300,000). A client and
             its shard compute in turn, and threads left spinning in one process take the
             cores the other is computing on; too little spin makes every op wait for a
-            wake-up. 100,000 measured best with 2 torch threads per process
-            (benchmarks/pipeline_efficiency.py); with 1 thread it has no effect.
+            wake-up. 30,000 measured best with 2 torch threads per process, by a few
+            percent (benchmarks/results/spin_sweep); with 1 thread it has no effect.
         fail_client: test hook: (client, epoch) at which that client raises.
     """
 
@@ -72,7 +72,7 @@ class ClusterConfig:
     shard_device: str = "auto"
     shard_threads: int | None = None
     malloc: str = "auto"
-    openmp_spin: int | None = 100_000
+    openmp_spin: int | None = 30_000
     fail_client: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:

@@ -117,7 +117,7 @@ class SplitClient:
         self.opt.zero_grad(set_to_none=True)
         if sel.requires_grad:
             # d(sum(sel * g))/d sel = g exactly, so this is sel.backward(g). The scalar
-            # form matters for memory: autograd imports sympy (~87 MiB per process) to
+            # form matters for memory: autograd imports sympy (~20 MiB per process) to
             # check the shape of an explicit gradient tensor.
             (sel * torch.from_numpy(msg.values)).sum().backward()
         if self.compressor is not None:

@@ -2,10 +2,10 @@
 
 Why not ``torch.optim.SGD``: every ``torch.optim`` optimizer imports ``torch._dynamo``
 the first time a parameter group is added (``add_param_group`` is wrapped in
-``torch._disable_dynamo``). That pulls in sympy, triton and about 900 modules: about
-78 MiB of private memory and 0.9 s per process, measured. With one client per actor
-process and 32 clients on one machine that is 2.4 GiB for an optimizer that is five
-lines of arithmetic. The update below is torch's single-tensor path (the one it takes
+``torch._disable_dynamo``). That pulls in sympy, triton and about 900 modules, ~0.9 s
+and ~50 MiB of private memory per process (``benchmarks/process_memory.py``), and every
+client actor is a process of its own: 32 clients paid it 32 times for an optimizer that
+is five lines of arithmetic. The update below is torch's single-tensor path (the one it takes
 for CPU tensors), operation for operation, so results are bit-identical
 (``tests/test_sgd.py`` checks that against ``torch.optim.SGD``).
 """
