@@ -49,9 +49,17 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Every benchmark whose figures are in the README, one after the other (long).
 bench: setup
-	$(BIN)/python benchmarks/accuracy_bytes.py
 	$(BIN)/python benchmarks/codec_throughput.py
+	$(BIN)/python benchmarks/bytes_per_sample.py
+	$(BIN)/python benchmarks/process_memory.py
+	$(BIN)/python benchmarks/pipeline_efficiency.py
+	$(BIN)/python benchmarks/pipeline_phases.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/cpu_cap.py
+	$(BIN)/python benchmarks/accuracy_bytes.py
+	$(BIN)/python benchmarks/select_lr.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
