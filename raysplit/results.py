@@ -126,7 +126,11 @@ def format_summary(summary: dict) -> str:
         ("budgets x epochs", f"{summary['budgets']} x {summary['epochs_per_budget']}"),
         ("codec", summary["codec"]),
     ]
-    for k in ("clients", "shards", "mode"):
+    if "clients" in summary:
+        procs = summary.get("client_actors")
+        per = "" if procs is None else f" in {procs} actor process{'es' if procs != 1 else ''}"
+        rows.append(("clients", f"{summary['clients']}{per}"))
+    for k in ("shards", "mode"):
         if k in summary:
             rows.append((k, str(summary[k])))
     rows += [

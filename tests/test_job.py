@@ -64,6 +64,7 @@ def test_job_with_32_one_per_actor_clients(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = check_run_dir(out, 32)
     assert s["client_actors"] == 32 and s["clients_per_actor"] == 1
+    assert "32 in 32 actor processes" in r.stdout
     steps = pq.read_table(out / "steps.parquet").to_pandas()
     assert sorted(steps["client"].unique()) == list(range(32))
 
