@@ -67,8 +67,9 @@ class ClientHost:
         # Every client's torch work runs on its own single thread, the same one every
         # time. OpenMP keeps a thread team per calling thread, and once a process holds
         # more team threads than CPUs, libgomp stops spinning between parallel regions
-        # (each op then waits for a futex wake-up: measured ~25 % slower steps at 2
-        # threads when calls landed on the actor's pool threads). Threads are set there.
+        # (each op then waits for a futex wake-up: 2-thread steps took 70 ms instead of
+        # 58 when calls landed on the actor's pool threads; benchmarks/pipeline_phases.py).
+        # The torch thread count is set on that thread.
         threads = cfg.torch_threads or 1
         self.compute = {
             c: ThreadPoolExecutor(1, thread_name_prefix=f"client{c}", initializer=torch.set_num_threads, initargs=(threads,))
