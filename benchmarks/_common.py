@@ -132,12 +132,13 @@ def md_table(rows: Sequence[dict], cols: Sequence[Column]) -> str:
 
 
 def write_results(name: str, result: dict, markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """benchmarks/results/<name>.json and <name>.md (or under ``out_dir``)."""
+    """Write (and say so) benchmarks/results/<name>.json and <name>.md (or under ``out_dir``)."""
     d = Path(out_dir) if out_dir is not None else RESULTS
     d.mkdir(parents=True, exist_ok=True)
     jp, mp = d / f"{name}.json", d / f"{name}.md"
     jp.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     mp.write_text(markdown.rstrip() + "\n")
+    print(f"wrote {jp} (+ .md)")
     return jp, mp
 
 

@@ -194,8 +194,7 @@ def main(argv=None) -> int:
         f"Created {C.now_iso()}.\n\n" + C.md_table(rows, cols)
     )
     result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows}
-    jp, _ = C.write_results(NAME, result, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
+    C.write_results(NAME, result, md, a.out_dir)
     return 0
 
 

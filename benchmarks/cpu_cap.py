@@ -370,8 +370,7 @@ def main(argv=None) -> int:
         )
     result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows,
               "runs": runs, "testbed": testbed}
-    jp, _ = C.write_results(NAME, result, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
+    C.write_results(NAME, result, md, a.out_dir)
     return 0
 
 

@@ -359,8 +359,7 @@ def main(argv=None) -> int:
         md += f"\n\nINCOMPLETE: {error}\n"
     result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows,
               "runs": runs, "error": error}
-    jp, _ = C.write_results(NAME, result, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
+    C.write_results(NAME, result, md, a.out_dir)
     return 0
 
 

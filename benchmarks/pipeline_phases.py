@@ -221,9 +221,8 @@ def main(argv=None) -> int:
           f"vgg_small, fixed B=4, float32, batch 32, {a.train_subset} samples; per-step medians in ms "
           f"(median of {a.repeats} interleaved rounds). Phases: see the script's docstring.\n\n"
           + C.md_table(rows, cols))
-    jp, _ = C.write_results(NAME, {"benchmark": NAME, "setup": setup, "machine": C.machine_info(), "runs": runs,
+    C.write_results(NAME, {"benchmark": NAME, "setup": setup, "machine": C.machine_info(), "runs": runs,
                                    "rows": rows}, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
     return 0
 
 

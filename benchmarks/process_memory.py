@@ -147,9 +147,8 @@ def main(argv=None) -> int:
         + "\n".join(bss_lines)
         + "\n"
     )
-    jp, _ = C.write_results(NAME, {"benchmark": NAME, "setup": setup, "machine": C.machine_info(), "results": results,
+    C.write_results(NAME, {"benchmark": NAME, "setup": setup, "machine": C.machine_info(), "results": results,
                                    "rows": rows}, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from raysplit.runtime.config import MALLOC_MODES  # noqa: E402
 
 NAME = "scaling"
 
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grouped", default="16:1,32:1",
                     help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
-    ap.add_argument("--malloc", choices=("auto", "fast", "lean"), default="auto",
+    ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                     help="ClusterConfig.malloc for the --clients points (auto: fast up to 4 clients per CPU, "
                     "lean above)")
     ap.add_argument("--min-free-gib", type=float, default=0.6,
@@ -234,8 +235,7 @@ def main(argv=None) -> int:
         + C.md_table(rows, cols)
     )
     result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows}
-    jp, _ = C.write_results(NAME, result, md, a.out_dir)
-    print(f"wrote {jp} (+ .md)")
+    C.write_results(NAME, result, md, a.out_dir)
     return 0
 
 

@@ -22,7 +22,7 @@ import ray  # noqa: E402
 
 from raysplit.cli import add_train_args, parse_with_config, train_config_from_args  # noqa: E402
 from raysplit.results import format_summary  # noqa: E402
-from raysplit.runtime.config import MODES, PARTITIONS, SHARD_SYNC, ClusterConfig  # noqa: E402
+from raysplit.runtime.config import MALLOC_MODES, MODES, PARTITIONS, SHARD_SYNC, ClusterConfig  # noqa: E402
 from raysplit.runtime.cpu_cap import MECHANISMS  # noqa: E402
 from raysplit.scheduling import POLICIES  # noqa: E402
 
@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-merge", type=int, default=32, help="micro-batches a shard merges into one step")
     g.add_argument("--shard-cpus", type=float, default=1.0)
     g.add_argument("--shard-device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--malloc", choices=("auto", "lean", "fast"), default="auto",
+    g.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                    help="actor memory mode: lean = least memory per client, fast = fastest steps")
     g.add_argument("--inject-fault", type=fault, default=None, help="testing: CLIENT:EPOCH raises there")
     g.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    r = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--quick", "--out-dir", str(tmp_path), *args],
+    r = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--out-dir", str(tmp_path), *args],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (tmp_path / f"{script}.md").exists()
@@ -38,7 +38,7 @@ def test_parse_variant():
 
 @pytest.mark.slow
 def test_pipeline_efficiency_quick(tmp_path):
-    res = run_bench("pipeline_efficiency", tmp_path, "--quiet-wait", "0", "--variants", "auto,fast:spin30000")
+    res = run_bench("pipeline_efficiency", tmp_path, "--quick", "--quiet-wait", "0", "--variants", "auto,fast:spin30000")
     rows = {r["actors"]: r for r in res["rows"]}
     assert set(rows) == {"auto", "fast:spin30000"}
     for r in rows.values():
@@ -48,7 +48,7 @@ def test_pipeline_efficiency_quick(tmp_path):
 
 @pytest.mark.slow
 def test_scaling_quick(tmp_path):
-    res = run_bench("scaling", tmp_path, "--quiet-wait", "0")
+    res = run_bench("scaling", tmp_path, "--quick", "--quiet-wait", "0")
     rows = [(r["clients"], r["clients_per_actor"], r["actors"]) for r in res["rows"]]
     assert rows == [(1, 1, 1), (4, 1, 4), (4, 2, 2)]
     for r in res["rows"]:
@@ -57,11 +57,7 @@ def test_scaling_quick(tmp_path):
 
 @pytest.mark.slow
 def test_process_memory(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    r = subprocess.run([sys.executable, "benchmarks/process_memory.py", "--out-dir", str(tmp_path)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    res = json.loads((tmp_path / "process_memory.json").read_text())
+    res = run_bench("process_memory", tmp_path)
     stages = dict((s, m) for s, m in res["results"][0]["stages"])
     ours = stages["+ SplitServer, 3 steps"]  # raysplit's client and server, trained
     assert ours["anon_mib"] > 0 and not ours["dynamo"] and not ours["sympy"]

@@ -12,16 +12,15 @@ import itertools
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import ray
-import torch
 
 from raysplit.config import SplitConfig
 from raysplit.data import ArrayDataset, batches
 from raysplit.metrics import Recorder
 from raysplit.runtime.cpu_cap import CpuCap
+from raysplit.runtime.threads import compute_thread
 from raysplit.scheduling import Assignment
 from raysplit.training.client import SplitClient
 from raysplit.training.run import evaluate, reset_kind
@@ -64,17 +63,8 @@ class ClientHost:
         test = _resolve(test)
         self.data = {c: ArrayDataset(run["dataset"], x, y, nc) for c, (x, y) in clients.items()}
         self.test = ArrayDataset(run["dataset"], test[0], test[1], nc)
-        # Every client's torch work runs on its own single thread, the same one every
-        # time. OpenMP keeps a thread team per calling thread, and once a process holds
-        # more team threads than CPUs, libgomp stops spinning between parallel regions
-        # (each op then waits for a futex wake-up: 2-thread steps took 70 ms instead of
-        # 58 when calls landed on the actor's pool threads; benchmarks/pipeline_phases.py).
-        # The torch thread count is set on that thread.
-        threads = cfg.torch_threads or 1
-        self.compute = {
-            c: ThreadPoolExecutor(1, thread_name_prefix=f"client{c}", initializer=torch.set_num_threads, initargs=(threads,))
-            for c in self.ids
-        }
+        # Each client's torch work runs on a thread of its own (see compute_thread).
+        self.compute = {c: compute_thread(f"client{c}", cfg.torch_threads or 1) for c in self.ids}
         self.clients = {c: self.compute[c].submit(SplitClient, cfg, c).result() for c in self.ids}
         self.shards = shards
         self.scheduler = scheduler

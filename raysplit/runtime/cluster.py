@@ -31,46 +31,48 @@ from raysplit.training.state import weighted_average
 # "fast": two arenas (bounded growth) and high mmap/trim thresholds, so activations reuse
 # heap memory step after step without page faults (what glibc's mallopt would set).
 MALLOC_ENV = {
-    "lean": {"env_vars": {"MALLOC_MMAP_THRESHOLD_": "65536"}},
+    "lean": {"MALLOC_MMAP_THRESHOLD_": "65536"},
     "fast": {
-        "env_vars": {
-            "MALLOC_ARENA_MAX": "2",
-            "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
-            "MALLOC_TRIM_THRESHOLD_": str(512 << 20),
-        }
+        "MALLOC_ARENA_MAX": "2",
+        "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+        "MALLOC_TRIM_THRESHOLD_": str(512 << 20),
     },
 }
 
 
 # Beyond this many client processes per CPU, extra processes only time-share the cores
-# while each costs its own torch (measured: 32 clients on 2 cores ran 195 samples/s as 32
-# processes and 270 as 4; benchmarks/scaling.py).
+# while each costs its own torch (measured: 32 clients on 2 cores ran 221 samples/s as 32
+# processes and 287 as 8; benchmarks/scaling.py).
 PROCESSES_PER_CPU = 4
 
 
+def max_client_processes(cpus: float) -> int:
+    """The most client processes worth running on ``cpus`` (a CPU-less head counts as 1)."""
+    return max(1, int(PROCESSES_PER_CPU * max(cpus, 1.0)))
+
+
 def malloc_mode(setting: str, clients: int, cpus: float) -> str:
-    """"auto": lean when clients outnumber cores four to one (many idle tenants on a
-    box, where memory is what limits), fast otherwise."""
+    """"auto": lean when there are more clients than client processes worth running
+    (many idle tenants on a box, where memory is what limits), fast otherwise."""
     if setting != "auto":
         return setting
-    return "lean" if clients > PROCESSES_PER_CPU * max(cpus, 1.0) else "fast"
+    return "lean" if clients > max_client_processes(cpus) else "fast"
 
 
 def actor_env(malloc: str, openmp_spin: int | None) -> dict:
     """The actors' runtime_env: malloc mode and OpenMP spin (see ClusterConfig)."""
-    env = dict(MALLOC_ENV[malloc]["env_vars"])
+    env = dict(MALLOC_ENV[malloc])
     if openmp_spin is not None:
         env["GOMP_SPINCOUNT"] = str(openmp_spin)
     return {"env_vars": env}
 
 
 def hosting(setting: int | str, clients: int, cpus: float) -> int:
-    """Clients per actor process. "auto": one each up to PROCESSES_PER_CPU processes per
-    CPU; above that the fewest per process that keeps the process count within it."""
+    """Clients per actor process. "auto": one each up to max_client_processes; above
+    that the fewest per process that keeps the process count within it."""
     if setting != "auto":
         return int(setting)
-    most = max(1, int(PROCESSES_PER_CPU * max(cpus, 1.0)))
-    return -(-clients // most)
+    return -(-clients // max_client_processes(cpus))
 
 
 class Cluster:
@@ -92,7 +94,8 @@ class Cluster:
         self.part_sizes = {c: len(p) for c, p in enumerate(parts)}
         self.ids = list(range(cc.clients))
         resources = ray.cluster_resources()
-        self.malloc = malloc_mode(cc.malloc, cc.clients, resources.get("CPU", 1.0))
+        cpus = resources.get("CPU", 1.0)
+        self.malloc = malloc_mode(cc.malloc, cc.clients, cpus)
         env = actor_env(self.malloc, cc.openmp_spin)
         use_gpu = cc.shard_device == "cuda" or (cc.shard_device == "auto" and resources.get("GPU", 0) >= cc.shards)
         shard_threads = cc.shard_threads or max(1, int(round(cc.shard_cpus)))
@@ -121,7 +124,7 @@ class Cluster:
             "dataset": cfg.dataset,
         }
         client_split = cfg.split.replace(torch_threads=cfg.split.torch_threads or 1)
-        self.clients_per_actor = k = hosting(cc.clients_per_actor, cc.clients, resources.get("CPU", 1.0))
+        self.clients_per_actor = k = hosting(cc.clients_per_actor, cc.clients, cpus)
         self.hosts, self.host_of = [], {}
         for first in range(0, cc.clients, k):
             ids = self.ids[first : first + k]

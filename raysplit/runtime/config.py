@@ -12,6 +12,7 @@ from raysplit.scheduling import POLICIES
 MODES = ("independent", "splitfed")
 SHARD_SYNC = ("average", "allreduce")
 PARTITIONS = ("iid", "dirichlet")
+MALLOC_MODES = ("auto", "lean", "fast")
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,12 @@ class ClusterConfig:
             ("shard_sync", self.shard_sync, SHARD_SYNC),
             ("partition", self.partition, PARTITIONS),
             ("shard_device", self.shard_device, ("auto", "cpu", "cuda")),
-            ("malloc", self.malloc, ("auto", "lean", "fast")),
+            ("malloc", self.malloc, MALLOC_MODES),
         ):
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
-        k = self.clients_per_actor
-        if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"clients_per_actor must be 'auto' or an integer >= 1, got {k!r}")
-        sp = self.openmp_spin
-        if sp is not None and (isinstance(sp, bool) or not isinstance(sp, int) or sp < 0):
-            raise ValueError(f"openmp_spin must be None or an integer >= 0, got {sp!r}")
+        _check_int_or("clients_per_actor", self.clients_per_actor, "auto", 1)
+        _check_int_or("openmp_spin", self.openmp_spin, None, 0)
         if self.sync_every < 0:
             raise ValueError(f"sync_every must be >= 0, got {self.sync_every}")
         if self.alpha <= 0:
@@ -114,3 +111,12 @@ class ClusterConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_int_or(name: str, value: object, word: object, minimum: int) -> None:
+    """``value`` must be ``word`` or an integer >= ``minimum`` (bools are not integers here)."""
+    if value == word and type(value) is type(word):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be {word!r} or an integer >= {minimum}, got {value!r}")
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import ray
@@ -18,6 +17,7 @@ import torch
 
 from raysplit.config import SplitConfig
 from raysplit.metrics import Recorder
+from raysplit.runtime.threads import compute_thread
 from raysplit.training.server import SplitServer
 from raysplit.training.state import weighted_average
 
@@ -27,15 +27,8 @@ class Shard:
         self.shard_id = shard_id
         self.name = f"shard{shard_id}"
         self.max_merge = max_merge
-        # All torch work, the model's construction included, runs on one compute thread.
-        # OpenMP's thread count is per calling thread (new threads start from
-        # OMP_NUM_THREADS, which Ray sets to 1), so it is set there; and a second thread
-        # team (e.g. from building the model on the main thread) would take the process
-        # over its CPU count, where libgomp stops spinning between ops (slower steps).
-        threads = cfg.torch_threads or torch.get_num_threads()
-        self.pool = ThreadPoolExecutor(
-            1, thread_name_prefix=self.name, initializer=torch.set_num_threads, initargs=(threads,)
-        )
+        # All torch work, the model's construction included, on one thread (compute_thread).
+        self.pool = compute_thread(self.name, cfg.torch_threads or torch.get_num_threads())
         self.server = self.pool.submit(SplitServer, cfg, shard_id, device).result()
         self.queue: collections.deque = collections.deque()
         self.draining = False
