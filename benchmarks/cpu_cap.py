@@ -85,7 +85,7 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
 
     from raysplit.config import SplitConfig, TrainConfig
     from raysplit.runtime.cluster import Cluster
-    from raysplit.runtime.config import ClusterConfig
+    from raysplit.config.cluster import ClusterConfig
 
     cfg = TrainConfig(
         method="fixed",
@@ -155,7 +155,7 @@ def testbed_run(method: str, cap: float, mechanism: str, clients: int, batch: in
                 tmp: Path) -> dict:
     from raysplit.config import SplitConfig, TrainConfig
     from raysplit.runtime.cluster import Cluster
-    from raysplit.runtime.config import ClusterConfig
+    from raysplit.config.cluster import ClusterConfig
 
     cfg = TrainConfig(
         method=method,

@@ -126,7 +126,7 @@ def parse_variant(v: str) -> tuple[str, int | None]:
 def run_cluster(cfg, threads: int, variant: str = "auto") -> dict:
     """``variant``: ``MALLOC[:spinN]`` (ClusterConfig.malloc and openmp_spin)."""
     import raysplit.runtime.cluster as rc
-    from raysplit.runtime.config import ClusterConfig
+    from raysplit.config.cluster import ClusterConfig
 
     malloc, spin = parse_variant(variant)
     cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads,

@@ -109,7 +109,7 @@ def cluster_phases(cfg, threads: int, variant: str, skip: int = 5) -> dict:
     import ray
 
     import raysplit.runtime.cluster as rc
-    from raysplit.runtime.config import ClusterConfig
+    from raysplit.config.cluster import ClusterConfig
 
     saved = rc.ClientActor, rc.ShardActor
     rc.ClientActor, rc.ShardActor = stamped_actor_classes(variant)

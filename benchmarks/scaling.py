@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from raysplit.runtime.config import MALLOC_MODES  # noqa: E402
+from raysplit.config.cluster import MALLOC_MODES  # noqa: E402
 
 NAME = "scaling"
 
@@ -51,7 +51,7 @@ def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subse
 
     import raysplit.runtime.cluster as rc
     from raysplit.config import SplitConfig, TrainConfig
-    from raysplit.runtime.config import ClusterConfig
+    from raysplit.config.cluster import ClusterConfig
 
     cfg = TrainConfig(
         method="fixed",

@@ -22,7 +22,7 @@ import ray  # noqa: E402
 
 from raysplit.cli import add_train_args, parse_with_config, train_config_from_args  # noqa: E402
 from raysplit.results import format_summary  # noqa: E402
-from raysplit.runtime.config import MALLOC_MODES, MODES, PARTITIONS, SHARD_SYNC, ClusterConfig  # noqa: E402
+from raysplit.config.cluster import MALLOC_MODES, MODES, PARTITIONS, SHARD_SYNC, ClusterConfig  # noqa: E402
 from raysplit.runtime.cpu_cap import MECHANISMS  # noqa: E402
 from raysplit.scheduling import POLICIES  # noqa: E402
 

@@ -13,7 +13,7 @@ from raysplit.codec import CodecConfig
 from raysplit.config import SplitConfig, TrainConfig
 from raysplit.data import DATASETS
 from raysplit.models import MODELS
-from raysplit.schedule import METHODS
+from raysplit.budget.schedule import METHODS
 
 
 def int_list(text: str) -> tuple[int, ...]:

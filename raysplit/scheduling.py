@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raysplit.schedule import Schedule
+from raysplit.budget.schedule import Schedule
 
 POLICIES = ("sync", "async")
 

@@ -11,7 +11,7 @@ from raysplit import codec
 from raysplit.config import SplitConfig, TrainConfig
 from raysplit.local import run as run_local
 from raysplit.runtime.cluster import Cluster, run_cluster
-from raysplit.runtime.config import ClusterConfig
+from raysplit.config.cluster import ClusterConfig
 
 pytestmark = pytest.mark.slow
 

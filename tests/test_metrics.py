@@ -1,4 +1,4 @@
-"""raysplit.metrics: the metric spec, the exported series names, the Recorder.
+"""raysplit.observability.metrics: the metric spec, the exported series names, the Recorder.
 
 The slow test starts a local Ray, records every metric (in an actor and in the
 driver) and reads them back from the node's Prometheus endpoint, which is what
@@ -16,8 +16,8 @@ import uuid
 import numpy as np
 import pytest
 
-from raysplit import metrics as m
-from raysplit.metrics import METRICS, MetricSpec, Recorder, exported_names, prometheus_names
+from raysplit.observability import metrics as m
+from raysplit.observability.metrics import METRICS, MetricSpec, Recorder, exported_names, prometheus_names
 
 EXPECTED = {
     "raysplit_bytes_up": ("counter", ("client",)),

@@ -1,7 +1,7 @@
 import pytest
 
 from raysplit.runtime.cluster import Cluster, hosting, malloc_mode
-from raysplit.runtime.config import ClusterConfig
+from raysplit.config.cluster import ClusterConfig
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 import pytest
 
-from raysplit.schedule import Schedule, broadcast_epochs, check_method_budgets
+from raysplit.budget.schedule import Schedule, broadcast_epochs, check_method_budgets
 from raysplit.scheduling import AsyncPolicy, SyncPolicy, make_policy
 
 

@@ -18,7 +18,7 @@ import ray
 
 from raysplit.config import SplitConfig
 from raysplit.data import ArrayDataset, batches
-from raysplit.metrics import Recorder
+from raysplit.observability.metrics import Recorder
 from raysplit.runtime.cpu_cap import CpuCap
 from raysplit.runtime.threads import compute_thread
 from raysplit.scheduling import Assignment

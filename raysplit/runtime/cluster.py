@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from raysplit.data import partition
 from raysplit.runtime.client_actor import ClientActor
-from raysplit.runtime.config import ClusterConfig
+from raysplit.config.cluster import ClusterConfig
 from raysplit.runtime.scheduler import SchedulerActor
 from raysplit.runtime.shard import ShardActor, average_shards
 from raysplit.training.run import load_data, partition_order, resolve, run_identity

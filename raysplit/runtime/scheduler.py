@@ -11,8 +11,8 @@ import time
 
 import ray
 
-from raysplit.metrics import Recorder
-from raysplit.schedule import Schedule
+from raysplit.observability.metrics import Recorder
+from raysplit.budget.schedule import Schedule
 from raysplit.scheduling import Assignment, make_policy
 
 log = logging.getLogger("raysplit.scheduler")

@@ -16,7 +16,7 @@ import ray
 import torch
 
 from raysplit.config import SplitConfig
-from raysplit.metrics import Recorder
+from raysplit.observability.metrics import Recorder
 from raysplit.runtime.threads import compute_thread
 from raysplit.training.server import SplitServer
 from raysplit.training.state import weighted_average

@@ -6,7 +6,7 @@ import numpy as np
 
 from raysplit.config import SplitConfig, TrainConfig
 from raysplit.data import ArrayDataset, batches, load_dataset
-from raysplit.schedule import check_method_budgets
+from raysplit.budget.schedule import check_method_budgets
 from raysplit.training.client import SplitClient
 from raysplit.training.network import build_network
 from raysplit.training.server import SplitServer

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from raysplit.codec import CodecConfig
 from raysplit.compression.module import MASKS
 from raysplit.models.registry import DEFAULT_SPLIT, MODELS
-from raysplit.schedule import METHODS, Schedule, broadcast_epochs, check_method_budgets
+from raysplit.budget.schedule import METHODS, Schedule, broadcast_epochs, check_method_budgets
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Regenerate the committed file with::
 
-    python -m raysplit.dashboards --out dashboards/raysplit.json
+    python tools/dashboards.py --out dashboards/raysplit.json
 
 (``--check`` exits non-zero if the file differs from what the spec generates).
 
@@ -14,7 +14,7 @@ a ``SessionName`` query variable filters every expression to one Ray session
 ``$__rate_interval``. We add a ``Client`` variable for the per-client panels.
 
 Series names are never written by hand: :func:`series` derives them from
-:data:`raysplit.metrics.METRICS` via :func:`raysplit.metrics.prometheus_names`.
+:data:`raysplit.observability.metrics.METRICS` via :func:`raysplit.observability.metrics.prometheus_names`.
 
 To use it: import the JSON in Grafana (Dashboards -> Import) with a
 Prometheus datasource that scrapes the Ray nodes (Ray writes a ready scrape
@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysplit.metrics import prometheus_names
+from raysplit.observability.metrics import prometheus_names
 
 __all__ = [
     "DASHBOARD_UID",
@@ -237,7 +237,7 @@ PANELS: tuple[Panel, ...] = (
     Panel(
         "Shard batch size",
         "Micro-batches merged into one server forward/backward: mean (bucket-midpoint "
-        "approximation, see raysplit.metrics) and p95 per shard.",
+        "approximation, see raysplit.observability.metrics) and p95 per shard.",
         (
             Target(_mean(SHB, "shard", False), "mean {{shard}}"),
             Target(_quantile(0.95, SHB, "shard", False), "p95 {{shard}}"),
@@ -425,7 +425,7 @@ def render(dashboard: dict | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m raysplit.dashboards",
+        prog="python tools/dashboards.py",
         description="Generate the raysplit Grafana dashboard JSON.",
     )
     ap.add_argument("--out", type=Path, help="write here (default: stdout)")
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--check needs --out")
         current = args.out.read_text(encoding="utf-8") if args.out.exists() else None
         if current != text:
-            print(f"{args.out} is out of date; run: python -m raysplit.dashboards --out {args.out}",
+            print(f"{args.out} is out of date; run: python tools/dashboards.py --out {args.out}",
                   file=sys.stderr)
             return 1
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from raysplit.config import TrainConfig
+from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
 from raysplit.scheduling import POLICIES
 

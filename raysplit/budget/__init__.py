@@ -1,0 +1,1 @@
+"""Budget schedules (pure) and the policies that move clients through them."""
