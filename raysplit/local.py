@@ -2,148 +2,120 @@
 
     python -m raysplit.local --method deprune --budgets 4,128 --epochs-per-budget 2,1
 
-Client and server are the same ``SplitClient``/``SplitServer`` the cluster's actors
-hold, and every activation and gradient goes through the wire codec, so bytes are the
-real message sizes and the cluster can be checked step by step against this.
+It runs the cluster's own loop (``raysplit.training.loop.ClientLoop``) with the
+in-process transport and the scheduler's core called directly, and every activation and
+gradient goes through the wire codec, so bytes are the real message sizes and the cluster
+can be checked step by step against this.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import math
 import sys
 import time
-from pathlib import Path
+from typing import Sequence
 
-import torch
-from tqdm import tqdm
-
-from raysplit.cli import add_train_args, parse_with_config, train_config_from_args
-from raysplit.config import TrainConfig
-from raysplit.data import batches
-from raysplit.results import format_summary, write_run
+from raysplit.budget.policies import WAIT, make_policy
+from raysplit.config.cli import ConfigParser
+from raysplit.config.split import SplitConfig
+from raysplit.config.train import TrainConfig
+from raysplit.data import num_batches
+from raysplit.observability.callbacks import Callback, ProgressBar
+from raysplit.records.rows import Summary
+from raysplit.records.summary import format_summary
+from raysplit.records.writer import CheckpointSnapshot, ModelSnapshot, RunWriter
+from raysplit.runtime.coordinator import Coordinator, Record, SaveCheckpoint, SaveModel, ShareAverage, SyncShards
 from raysplit.training.client import SplitClient
-from raysplit.training.run import evaluate, load_data, reset_kind, resolve, run_identity
+from raysplit.training.loop import ClientLoop, Report
 from raysplit.training.server import SplitServer
+from raysplit.training.setup import prepare
+from raysplit.transport.inprocess import InProcessTransport
 
 
-def save_budget_model(out: Path, budget: int, client: SplitClient, server: SplitServer, cfg: TrainConfig) -> Path:
-    """Prune keeps one trained model per budget: models/budget_<B>.pt."""
-    path = out / "models" / f"budget_{budget}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "budget": budget,
-            "split_config": dataclasses.asdict(cfg.split),
-            "client": client.modules.state_dict(),
-            "server": server.modules.state_dict(),
-        },
-        path,
-    )
-    return path
+class LocalScheduler:
+    """The scheduler's core for one in-process client and one server: actions are
+    performed by direct calls (there is nothing to sync and nobody to wait for)."""
+
+    def __init__(self, core: Coordinator, server: SplitServer, writer: RunWriter) -> None:
+        self.core, self.server, self.writer = core, server, writer
+
+    def next(self, client: int, report: Report | None):
+        for a in self.core.report(client, report):
+            if isinstance(a, SaveModel):
+                self.writer.put([ModelSnapshot(a.phase, a.budget, a.epoch, a.heads, self.server.modules_state())])
+            elif isinstance(a, SaveCheckpoint):
+                self.writer.put([CheckpointSnapshot(a.epoch, a.clients, [self.server.state_dict()],
+                                                    self.core.state_dict())])
+            elif isinstance(a, Record):
+                self.writer.put(list(a.items))
+            elif not isinstance(a, (SyncShards, ShareAverage)):  # one server, one client: nothing to do
+                raise TypeError(f"unknown action {a!r}")
+        d = self.core.decide(client)
+        if d is WAIT:
+            raise RuntimeError(f"client {client} was told to wait, but it is the only client")
+        return d
 
 
-def run(cfg: TrainConfig, *, progress: bool = True) -> dict:
+def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
+    """Train ``cfg`` in this process and write its run directory; returns the summary."""
     t_start = time.perf_counter()
-    train, test = load_data(cfg)
-    cfg = resolve(cfg, train)
-    out = Path(cfg.out)
-    client = SplitClient(cfg.split, client_id=0)
-    server = SplitServer(cfg.split, shard_id=0)
-    sched = cfg.schedule()
-    steps, epochs = [], []
-    bytes_up = bytes_down = samples = 0
-    step_no = 0
-    bar = tqdm(total=sched.total_epochs, desc=f"{cfg.method}", unit="epoch", disable=not progress)
-    for epoch in range(sched.total_epochs):
-        phase = sched.phase_at(epoch)
-        if sched.is_transition(epoch):
-            prev = sched.budgets[phase.index - 1]
-            if cfg.method == "prune":
-                save_budget_model(out, prev, client, server, cfg)
-            if cfg.reset_filter:
-                client.reset_filter(reset_kind(cfg.method), prev, seed=cfg.split.seed + epoch)
-        lr = sched.lr_at(epoch)
-        client.set_lr(lr)
-        server.set_lr(lr)
-        client.set_budget(phase.budget)
-        ep_up = ep_down = ep_n = 0
-        loss_sum = 0.0
-        for x, y in batches(
-            train, cfg.batch_size, shuffle=True, seed=cfg.split.seed, epoch=epoch, max_batches=cfg.max_batches
-        ):
-            t0 = time.perf_counter()
-            up = client.forward(x, y)
-            (down,), (res,) = server.train_step([up])
-            info = client.backward(down)
-            step_no += 1
-            ep_up += len(up)
-            ep_down += len(down)
-            ep_n += len(y)
-            loss_sum += res.loss * len(y)
-            steps.append(
-                {
-                    "client": 0,
-                    "epoch": epoch,
-                    "step": step_no,
-                    "budget": phase.budget,
-                    "bytes_up": len(up),
-                    "bytes_down": len(down),
-                    "latency": time.perf_counter() - t0,
-                    "loss": res.loss,
-                    "prune_loss": info["prune_loss"],
-                    "t": time.perf_counter() - t_start,
-                }
-            )
-        correct, total, _ = evaluate(client, server.predict, test, cfg.batch_size)
-        acc = correct / max(total, 1)
-        epochs.append(
-            {
-                "epoch": epoch,
-                "budget": phase.budget,
-                "lr": lr,
-                "train_loss": loss_sum / max(ep_n, 1),
-                "test_accuracy": acc,
-                "bytes_up": ep_up,
-                "bytes_down": ep_down,
-                "samples": ep_n,
-            }
-        )
-        bytes_up += ep_up
-        bytes_down += ep_down
-        samples += ep_n
-        bar.set_postfix(B=phase.budget, loss=f"{loss_sum / max(ep_n, 1):.3f}", acc=f"{acc:.3f}")
-        bar.update(1)
-    bar.close()
-    if cfg.method == "prune":
-        save_budget_model(out, sched.budgets[-1], client, server, cfg)
-    summary = {
-        **run_identity(cfg),
-        "final_test_accuracy": epochs[-1]["test_accuracy"],
-        "bytes_up": bytes_up,
-        "bytes_down": bytes_down,
-        "samples": samples,
-        "wall_seconds": time.perf_counter() - t_start,
-        "train_samples": len(train),
-        "test_samples": len(test),
-        "final_filter": None if client.filter_values() is None else [round(float(v), 4) for v in client.filter_values()],
-    }
-    write_run(out, config=cfg.to_dict(), summary=summary, epochs=epochs, steps=steps)
+    t0 = time.time()
+    prep = prepare(cfg)
+    cfg, plan, identity = prep.cfg, prep.plan, prep.identity
+    steps = num_batches(len(prep.train), cfg.batch_size, max_batches=cfg.max_batches)
+    progress = ProgressBar(steps * plan.total_epochs, desc=cfg.method, enabled=cfg.progress)
+    writer = RunWriter(cfg.out, config=cfg.to_dict(), clients=[0], split=cfg.split, method=cfg.method,
+                       callbacks=[progress, *callbacks])
+    client = SplitClient(cfg.split, 0, tenant_key=identity.tenant_key)
+    server = SplitServer(cfg.split, 0, plan=plan, tenant_key=identity.tenant_key)
+    core = Coordinator(make_policy("sync", plan, {0: steps}), plan, {0: float(len(prep.train))},
+                       checkpoint_every=cfg.checkpoint_every)
+    loop = ClientLoop(
+        client=client, train=prep.train, test=prep.test, plan=plan, transport=InProcessTransport(server),
+        scheduler=LocalScheduler(core, server, writer), sink=writer, identity=identity, shard=0,
+        batch_size=cfg.batch_size, seed=cfg.split.seed, max_batches=cfg.max_batches, t0=t0,
+    )
+    startup = time.perf_counter() - t_start
+    t_train = time.perf_counter()
+    result = loop.run()
+    train_seconds = time.perf_counter() - t_train
+    summary = Summary(
+        run=identity.run, tenant=identity.tenant, method=cfg.method, dataset=cfg.dataset, model=cfg.split.model,
+        split_layer=cfg.split.split_layer, budgets=list(plan.schedule.budgets),
+        epochs_per_budget=list(plan.schedule.epochs), codec=cfg.split.codec,
+        final_test_accuracy=writer.epoch_rows[-1].test_accuracy if writer.epoch_rows else math.nan,
+        bytes_up=writer.totals["bytes_up"], bytes_down=writer.totals["bytes_down"],
+        samples=writer.totals["samples"], steps=writer.totals["steps"], wall_seconds=startup + train_seconds,
+        startup_seconds=startup, train_seconds=train_seconds, train_samples=len(prep.train),
+        test_samples=len(prep.test), epochs=len(writer.epoch_rows),
+        transitions=[t.__dict__ for t in core.transitions], models=writer.models, checkpoints=writer.checkpoints,
+        final_filter=result.final_filter,
+    )
+    writer.close(summary)
     return summary
 
 
+def parser() -> ConfigParser:
+    return ConfigParser(
+        "python -m raysplit.local",
+        __doc__.split("\n\n")[0],
+        [("training", TrainConfig), ("network", SplitConfig)],
+    )
+
+
+def config_from_argv(p: ConfigParser, argv: list[str] | None) -> TrainConfig:
+    values = p.parse(argv)
+    split = p.build(SplitConfig, values[SplitConfig])
+    return p.build(TrainConfig, values[TrainConfig], split=split)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m raysplit.local", description=__doc__.split("\n\n")[0])
-    add_train_args(p, default_out="runs/local")
-    a = parse_with_config(p, argv)
+    p = parser()
+    cfg = config_from_argv(p, argv)
     try:
-        cfg = train_config_from_args(a)
-    except ValueError as e:
-        p.error(str(e))
-    try:
-        summary = run(cfg, progress=not a.no_progress)
+        summary = run(cfg)
     except (ValueError, FileNotFoundError) as e:  # bad values found once the data is known
-        p.exit(2, f"{p.prog}: error: {e}\n")
+        p.parser.exit(2, f"{p.parser.prog}: error: {e}\n")
     print(format_summary(summary))
     print(f"run directory: {cfg.out}")
     return 0

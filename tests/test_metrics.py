@@ -20,16 +20,16 @@ from raysplit.observability import metrics as m
 from raysplit.observability.metrics import METRICS, MetricSpec, Recorder, exported_names, prometheus_names
 
 EXPECTED = {
-    "raysplit_bytes_up": ("counter", ("client",)),
-    "raysplit_bytes_down": ("counter", ("client",)),
-    "raysplit_samples": ("counter", ("client",)),
-    "raysplit_step_latency_seconds": ("histogram", ("client",)),
-    "raysplit_budget": ("gauge", ("client",)),
-    "raysplit_train_loss": ("gauge", ("client",)),
-    "raysplit_test_accuracy": ("gauge", ("client",)),
-    "raysplit_shard_queue_depth": ("gauge", ("shard",)),
-    "raysplit_shard_batch_size": ("histogram", ("shard",)),
-    "raysplit_budget_transitions": ("counter", ()),
+    "raysplit_bytes_up": ("counter", ("tenant", "client")),
+    "raysplit_bytes_down": ("counter", ("tenant", "client")),
+    "raysplit_samples": ("counter", ("tenant", "client")),
+    "raysplit_step_latency_seconds": ("histogram", ("tenant", "client")),
+    "raysplit_budget": ("gauge", ("tenant", "client")),
+    "raysplit_train_loss": ("gauge", ("tenant", "client")),
+    "raysplit_test_accuracy": ("gauge", ("tenant", "client")),
+    "raysplit_shard_queue_depth": ("gauge", ("tenant", "shard")),
+    "raysplit_shard_batch_size": ("histogram", ("tenant", "shard")),
+    "raysplit_budget_transitions": ("counter", ("tenant",)),
 }
 
 _NAME_RE = re.compile(r"^raysplit_[a-z][a-z0-9_]*$")
@@ -134,12 +134,12 @@ def fake_log(monkeypatch):
 
 
 def _exercise(rec: Recorder) -> None:
-    rec.step("c0", bytes_up=1129, bytes_down=0, samples=16, latency_s=0.05, loss=2.3)
-    rec.budget("c0", 4)
-    rec.accuracy("c0", 0.5)
-    rec.queue_depth("s0", 0)
-    rec.shard_batch("s0", 3)
-    rec.transition()
+    rec.step("c0", tenant="t", bytes_up=1129, bytes_down=0, samples=16, latency_s=0.05, loss=2.3)
+    rec.budget("c0", 4, tenant="t")
+    rec.accuracy("c0", 0.5, tenant="t")
+    rec.queue_depth("s0", 0, tenant="t")
+    rec.shard_batch("s0", 3, tenant="t")
+    rec.transition(tenant="t")
 
 
 def test_disabled_recorder_is_a_noop(monkeypatch):
@@ -150,7 +150,7 @@ def test_disabled_recorder_is_a_noop(monkeypatch):
     rec = Recorder(enabled=False)
     assert rec.enabled is False
     _exercise(rec)
-    rec.step("c0", bytes_up=-1, bytes_down=-1, samples=0, latency_s=-1.0, loss=float("nan"))
+    rec.step("c0", tenant="t", bytes_up=-1, bytes_down=-1, samples=0, latency_s=-1.0, loss=float("nan"))
 
 
 def test_recorder_defaults_to_disabled_outside_ray(monkeypatch):
@@ -168,22 +168,22 @@ def test_enabled_recorder_records_every_metric_with_its_tags(fake_log):
     rec = Recorder(enabled=True)
     _exercise(rec)
     # numpy scalars are converted to Python numbers before they reach Ray
-    rec.step("c1", bytes_up=np.int64(10), bytes_down=np.int32(7), samples=np.int64(2),
+    rec.step("c1", tenant="t", bytes_up=np.int64(10), bytes_down=np.int32(7), samples=np.int64(2),
              latency_s=np.float32(0.25), loss=np.float64(1.5))
     got = {(name, op) for name, op, _, _ in fake_log}
     ops = {"counter": "inc", "gauge": "set", "histogram": "observe"}
     assert got == {(s.name, ops[s.kind]) for s in METRICS}
     # zero increments are skipped (Ray's Counter.inc raises on 0): bytes_down=0 for c0
     assert [v for n, _, v, t in fake_log if n == "raysplit_bytes_down"] == [7]
-    assert ("raysplit_bytes_up", "inc", 1129, {"client": "c0"}) in fake_log
-    assert ("raysplit_shard_batch_size", "observe", 3, {"shard": "s0"}) in fake_log
-    assert ("raysplit_budget_transitions", "inc", 1, {}) in fake_log
-    assert ("raysplit_step_latency_seconds", "observe", 0.25, {"client": "c1"}) in fake_log
+    assert ("raysplit_bytes_up", "inc", 1129, {"tenant": "t", "client": "c0"}) in fake_log
+    assert ("raysplit_shard_batch_size", "observe", 3, {"tenant": "t", "shard": "s0"}) in fake_log
+    assert ("raysplit_budget_transitions", "inc", 1, {"tenant": "t"}) in fake_log
+    assert ("raysplit_step_latency_seconds", "observe", 0.25, {"tenant": "t", "client": "c1"}) in fake_log
 
 
 def test_enabled_recorder_rejects_negative_counts(fake_log):
     with pytest.raises(ValueError):
-        Recorder(enabled=True).step("c0", bytes_up=-5, bytes_down=1, samples=1,
+        Recorder(enabled=True).step("c0", tenant="t", bytes_up=-5, bytes_down=1, samples=1,
                                     latency_s=0.1, loss=0.0)
 
 
@@ -243,22 +243,22 @@ def test_metrics_reach_the_prometheus_endpoint():
             def run(self, client, shard):
                 rec = Recorder()  # inside an actor: enabled automatically
                 assert rec.enabled
-                rec.step(client, bytes_up=1000, bytes_down=500, samples=16,
+                rec.step(client, tenant="acme", bytes_up=1000, bytes_down=500, samples=16,
                          latency_s=0.02, loss=1.25)
-                rec.step(client, bytes_up=129, bytes_down=0, samples=16,
+                rec.step(client, tenant="acme", bytes_up=129, bytes_down=0, samples=16,
                          latency_s=0.3, loss=1.0)
-                rec.budget(client, 4)
-                rec.accuracy(client, 0.75)
-                rec.queue_depth(shard, 3)
-                rec.shard_batch(shard, 2)
-                rec.transition()
+                rec.budget(client, 4, tenant="acme")
+                rec.accuracy(client, 0.75, tenant="acme")
+                rec.queue_depth(shard, 3, tenant="acme")
+                rec.shard_batch(shard, 2, tenant="acme")
+                rec.transition(tenant="acme")
                 return True
 
         w = Worker.remote()
         assert ray.get(w.run.remote(client, shard))
         driver_rec = Recorder()
         assert driver_rec.enabled
-        driver_rec.step(drv, bytes_up=7, bytes_down=3, samples=1, latency_s=0.004, loss=0.5)
+        driver_rec.step(drv, tenant="acme", bytes_up=7, bytes_down=3, samples=1, latency_s=0.004, loss=0.5)
 
         node = next(n for n in ray.nodes() if n["Alive"])
         port = node["MetricsExportPort"]
@@ -308,7 +308,7 @@ def test_metrics_reach_the_prometheus_endpoint():
         assert _value(samples, "ray_raysplit_shard_batch_size_count", shard=shard) == 1
         # Ray adds its own labels; the dashboard filters on SessionName.
         labels = next(lab for lab, _ in samples[up] if lab.get("client") == client)
-        assert {"SessionName", "WorkerId", "NodeAddress"} <= set(labels)
+        assert {"SessionName", "WorkerId", "NodeAddress"} <= set(labels) and labels["tenant"] == "acme"
         print(f"raysplit metrics visible after {elapsed:.1f}s")
     finally:
         if started:

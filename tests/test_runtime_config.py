@@ -1,7 +1,7 @@
 import pytest
 
-from raysplit.runtime.cluster import Cluster, hosting, malloc_mode
-from raysplit.config.cluster import ClusterConfig
+from raysplit.config import ClusterConfig, TrainConfig
+from raysplit.runtime.placement import actor_env, client_num_cpus, hosting, malloc_mode
 
 
 @pytest.mark.parametrize(
@@ -11,11 +11,13 @@ from raysplit.config.cluster import ClusterConfig
         (dict(clients=2, shards=3), "shards must be in 1..clients"),
         (dict(client_cpu=0.0), "cpu cap 0.0 invalid"),
         (dict(mode="ring"), "unknown mode 'ring'"),
-        (dict(policy="random"), "unknown policy 'random'"),
+        (dict(policy="random"), "unknown policy 'random'; choose one of sync, async"),
         (dict(shard_sync="gossip"), "unknown shard_sync 'gossip'"),
         (dict(partition="zipf"), "unknown partition 'zipf'"),
         (dict(malloc="huge"), "unknown malloc 'huge'"),
         (dict(policy="async", mode="splitfed"), "needs policy 'sync'"),
+        (dict(policy="async", sync_every=2), "sync_every syncs replicas at common step counts: it needs policy 'sync'"),
+        (dict(fail_client=(1, -1)), None),
         (dict(sync_every=-1), "sync_every must be >= 0"),
         (dict(clients_per_actor=0), "clients_per_actor must be 'auto' or an integer >= 1, got 0"),
         (dict(clients_per_actor="many"), "got 'many'"),
@@ -24,15 +26,40 @@ from raysplit.config.cluster import ClusterConfig
     ],
 )
 def test_cluster_config_names_the_bad_value(kw, msg):
+    if msg is None:
+        ClusterConfig(**kw)  # accepted
+        return
     with pytest.raises(ValueError, match=msg):
         ClusterConfig(**kw)
 
 
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(tenant="a b"), "tenant 'a b' invalid"),
+        (dict(run_id="-x"), "run_id '-x' invalid"),
+        (dict(evaluate="some"), "unknown evaluate 'some'; choose one of share, full"),
+        (dict(dataset="imagenet1k"), "unknown data set 'imagenet1k'"),
+        (dict(method="deprune", budgets=(128, 4)), "budgets must be ascending"),
+        (dict(budgets=(4, 8, 16), epochs_per_budget=(1, 2)), "must have one entry per budget"),
+        (dict(train_subset=0), "train_subset must be >= 1"),
+        (dict(checkpoint_every=-1), "checkpoint_every must be >= 0"),
+    ],
+)
+def test_train_config_names_the_bad_value(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(**kw)
+
+
+def test_train_config_defaults_and_method_sets_the_module():
+    t = TrainConfig()
+    assert t.out == "runs/deprune" and t.batch_size == 32 and t.train_subset == 8192 and t.split.use_module
+    assert not TrainConfig(method="none").split.use_module
+
+
 def test_malloc_mode():
-    assert malloc_mode("auto", 32, 2) == "lean"
-    assert malloc_mode("auto", 1, 2) == "fast"
-    assert malloc_mode("auto", 8, 2) == "fast"
-    assert malloc_mode("fast", 64, 2) == "fast"
+    assert malloc_mode("auto") == "fast"
+    assert malloc_mode("lean") == "lean"
 
 
 def test_hosting_auto_keeps_client_processes_within_four_per_cpu():
@@ -45,31 +72,51 @@ def test_hosting_auto_keeps_client_processes_within_four_per_cpu():
 
 
 def test_client_scheduling_share_fits_the_machine():
-    c = Cluster(ClusterConfig(clients=32, client_cpu=0.4))
-    share = c._client_num_cpus({"CPU": 2.0})
+    share = client_num_cpus(0.4, 32, 2.0, 1.0, 1)
     assert 0 < share * 32 <= 0.9 * (2.0 - 1.0)  # the shard keeps its CPU
-    c = Cluster(ClusterConfig(clients=2, client_cpu=0.4))
-    assert c._client_num_cpus({"CPU": 64.0}) == 0.4  # plenty of room: the cap itself
+    assert client_num_cpus(0.4, 2, 64.0, 1.0, 1) == 0.4  # plenty of room: the cap itself
 
 
 def test_actor_env_sets_malloc_and_openmp_spin():
-    from raysplit.runtime.cluster import actor_env
-
     env = actor_env("lean", 100_000)["env_vars"]
     assert env == {"MALLOC_MMAP_THRESHOLD_": "65536", "GOMP_SPINCOUNT": "100000"}
     assert "GOMP_SPINCOUNT" not in actor_env("fast", None)["env_vars"]
 
 
-def test_job_option_parsers():
+def _job():
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("deprune_job", Path(__file__).parent.parent / "jobs" / "deprune.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    cc = job.config_from_args(job.parser().parse_args(["--clients", "32"]))
-    assert cc.clients_per_actor == "auto" and cc.openmp_spin == 30_000
-    cc = job.config_from_args(job.parser().parse_args(["--clients-per-actor", "4", "--openmp-spin", "none"]))
-    assert cc.clients_per_actor == 4 and cc.openmp_spin is None
+    return job
+
+
+def test_job_options_come_from_the_config_dataclasses(tmp_path):
+    job = _job()
+    p = job.parser()
+    cc = job.config_from_argv(p, ["--clients", "32"])
+    assert cc == ClusterConfig(clients=32, train=TrainConfig())  # one set of defaults
+    cc = job.config_from_argv(job.parser(), ["--clients-per-actor", "4", "--openmp-spin", "none",
+                                             "--inject-fault", "3:1", "--no-reset-filter", "--threads", "2"])
+    assert cc.clients_per_actor == 4 and cc.openmp_spin is None and cc.fail_client == (3, 1)
+    assert not cc.train.reset_filter and cc.train.split.torch_threads == 2
+    y = tmp_path / "run.yaml"
+    y.write_text("clients: 5\nbudgets: [8]\nepochs_per_budget: 1\nmethod: fixed\ncodec: int8+zstd\n")
+    cc = job.config_from_argv(job.parser(), ["--config", str(y), "--clients", "6"])
+    assert cc.clients == 6 and cc.train.budgets == (8,) and cc.train.split.codec == "int8+zstd"
     with pytest.raises(SystemExit):
-        job.parser().parse_args(["--openmp-spin", "-3"])
+        job.config_from_argv(job.parser(), ["--openmp-spin", "-3"])
+    help_text = job.parser().parser.format_help()
+    for flag in ("--clients", "--budgets", "--codec", "--policy", "--tenant", "--evaluate", "--address"):
+        assert flag in help_text
+
+
+def test_local_and_cluster_jobs_share_the_training_options():
+    from raysplit import local
+
+    job = _job()
+    local_flags = set(local.parser().options)
+    job_flags = set(job.parser().options)
+    assert local_flags and local_flags <= job_flags

@@ -48,6 +48,56 @@ def test_same_parameters_as_torch_sgd(opts):
         assert torch.equal(a, b)
 
 
+def _run(model, opt, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(8, 3, 6, 6, generator=g)
+        y = torch.randint(0, 5, (8,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_state_dict_round_trip_and_torch_layout():
+    """Save mid-run, load into a fresh optimizer, continue: bit-identical to not stopping.
+    The state is torch.optim.SGD's own layout, so either can read the other's."""
+    ours = _model(0)
+    opt = SGD(_groups(ours, 5e-4), lr=0.05, momentum=0.9)
+    _run(ours, opt, 3, 1)
+    saved, params = opt.state_dict(), {k: v.clone() for k, v in ours.state_dict().items()}
+    _run(ours, opt, 3, 2)
+
+    again = _model(0)
+    again.load_state_dict(params)
+    opt2 = SGD(_groups(again, 5e-4), lr=0.9, momentum=0.9)  # lr comes back from the state
+    opt2.load_state_dict(saved)
+    assert opt2.param_groups[0]["lr"] == 0.05
+    _run(again, opt2, 3, 2)
+    for a, b in zip(ours.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+    ref = _model(0)
+    ref.load_state_dict(params)
+    ref_opt = torch.optim.SGD(_groups(ref, 5e-4), lr=0.05, momentum=0.9)
+    ref_opt.load_state_dict(saved)  # torch reads our state
+    _run(ref, ref_opt, 3, 2)
+    for a, b in zip(ours.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+    theirs = ref_opt.state_dict()
+    opt2.load_state_dict(theirs)  # and we read torch's
+    assert set(opt2.state_dict()["state"]) == set(theirs["state"])
+
+
+def test_load_state_dict_refuses_a_state_that_does_not_fit():
+    opt = SGD(_groups(_model(0), 0.0), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="parameter groups"):
+        opt.load_state_dict({"state": {}, "param_groups": [{"params": [0]}]})
+    one = SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    two = SGD([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match="holds 1 parameters in the state, 2 here"):
+        two.load_state_dict(one.state_dict())
+
+
 def test_parameters_without_gradient_are_left_alone():
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
     opt = SGD([a, b], lr=0.5, momentum=0.9)
@@ -104,8 +154,10 @@ from raysplit.training.server import SplitServer
 cfg = SplitConfig(model="vgg_small")
 c, s = SplitClient(cfg), SplitServer(cfg)
 x = np.random.rand(4, 1, 32, 32).astype("float32")
-downs, _ = s.train_step([c.forward(x, np.arange(4))])
-c.backward(downs[0])
+for _ in range(2):  # the second step uses the momentum buffers
+    (r,) = s.train_step([c.forward(x, np.arange(4))], 0.01)
+    c.backward(r.grad)
+c.state_dict(); s.state_dict()
 print(sorted(m for m in sys.modules if m.startswith(("torch._dynamo", "sympy")))[:3])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,15 +1,14 @@
 """Budget schedules and selectLr: pure functions of the epoch number.
 
 A schedule is a list of budgets, each trained for some epochs. Deprune goes up
-(e.g. 4 -> 128), prune goes down (128 -> 32 -> 4), fixed is one budget. selectLr: for
-every non-initial budget, the learning rate is multiplied by γ for the first l_k epochs.
+(e.g. 4 -> 128), prune goes down (128 -> 32 -> 4), fixed is one budget (which order a
+method allows is ``raysplit.training.methods``'s business). selectLr: for every
+non-initial budget, the learning rate is multiplied by γ for the first l_k epochs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-METHODS = ("none", "fixed", "deprune", "prune")
 
 
 @dataclass(frozen=True)
@@ -108,18 +107,3 @@ def broadcast_epochs(epochs: list[int] | tuple[int, ...], n_budgets: int) -> tup
     if len(epochs) == 1:
         return tuple(epochs) * n_budgets
     return tuple(epochs)
-
-
-def check_method_budgets(method: str, budgets: tuple[int, ...], channels: int | None = None) -> None:
-    """Validate budgets against the method and (when known) the channels φ on the wire."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for b in budgets if channels is not None else ():
-        if b > channels:
-            raise ValueError(f"budget {b} exceeds the {channels} channels at the split: allowed 1..{channels}")
-    if method == "fixed" and len(budgets) != 1:
-        raise ValueError(f"method 'fixed' takes exactly one budget, got {list(budgets)}")
-    if method == "deprune" and list(budgets) != sorted(budgets):
-        raise ValueError(f"method 'deprune' raises the budget: budgets must be ascending, got {list(budgets)}")
-    if method == "prune" and list(budgets) != sorted(budgets, reverse=True):
-        raise ValueError(f"method 'prune' lowers the budget: budgets must be descending, got {list(budgets)}")

@@ -1,6 +1,8 @@
-"""Every configuration of a run, as frozen dataclasses validated on construction."""
+"""Every configuration of a run, as frozen dataclasses validated on construction. The
+command line and the YAML ``--config`` file are generated from them (``cli.py``)."""
 
 from raysplit.config.cluster import ClusterConfig
-from raysplit.config.train import SplitConfig, TrainConfig
+from raysplit.config.split import SplitConfig
+from raysplit.config.train import TrainConfig
 
 __all__ = ["ClusterConfig", "SplitConfig", "TrainConfig"]

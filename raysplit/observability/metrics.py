@@ -77,54 +77,54 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "raysplit_bytes_up", "counter",
         "Bytes of activation messages sent client->server (len of the encoded buffer).",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_bytes_down", "counter",
         "Bytes of gradient messages sent server->client (len of the encoded buffer).",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_samples", "counter",
         "Training samples processed.",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_step_latency_seconds", "histogram",
         "Wall time of one client training step (forward, transfer, server, backward).",
-        ("client",),
+        ("tenant", "client"),
         LATENCY_BOUNDARIES,
     ),
     MetricSpec(
         "raysplit_budget", "gauge",
         "Current budget B (channels sent).",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_train_loss", "gauge",
         "Last training loss.",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_test_accuracy", "gauge",
         "Last test accuracy (0-1).",
-        ("client",),
+        ("tenant", "client"),
     ),
     MetricSpec(
         "raysplit_shard_queue_depth", "gauge",
         "Micro-batches waiting at a server shard.",
-        ("shard",),
+        ("tenant", "shard"),
     ),
     MetricSpec(
         "raysplit_shard_batch_size", "histogram",
         "Micro-batches merged into one server forward/backward.",
-        ("shard",),
+        ("tenant", "shard"),
         SHARD_BATCH_BOUNDARIES,
     ),
     MetricSpec(
         "raysplit_budget_transitions", "counter",
         "Budget schedule transitions.",
-        (),
+        ("tenant",),
     ),
 )
 
@@ -242,11 +242,14 @@ class Recorder:
         _metric_object(_BY_NAME[name]).observe(_number(value), tags=tags)
 
     # -- API -----------------------------------------------------------------
+    # Every series carries the tenant next to the client or shard id, so that many
+    # tenants' runs on one cluster stay apart in Prometheus.
 
     def step(
         self,
         client: str,
         *,
+        tenant: str,
         bytes_up: int,
         bytes_down: int,
         samples: int,
@@ -256,37 +259,37 @@ class Recorder:
         """One client training step: bytes both ways, samples, wall time, loss."""
         if not self.enabled:
             return
-        tags = {"client": str(client)}
+        tags = {"tenant": str(tenant), "client": str(client)}
         self._inc("raysplit_bytes_up", bytes_up, tags)
         self._inc("raysplit_bytes_down", bytes_down, tags)
         self._inc("raysplit_samples", samples, tags)
         self._observe("raysplit_step_latency_seconds", latency_s, tags)
         self._set("raysplit_train_loss", loss, tags)
 
-    def budget(self, client: str, budget: int) -> None:
+    def budget(self, client: str, budget: int, *, tenant: str) -> None:
         if not self.enabled:
             return
-        self._set("raysplit_budget", budget, {"client": str(client)})
+        self._set("raysplit_budget", budget, {"tenant": str(tenant), "client": str(client)})
 
-    def accuracy(self, client: str, acc: float) -> None:
+    def accuracy(self, client: str, acc: float, *, tenant: str) -> None:
         if not self.enabled:
             return
-        self._set("raysplit_test_accuracy", acc, {"client": str(client)})
+        self._set("raysplit_test_accuracy", acc, {"tenant": str(tenant), "client": str(client)})
 
-    def queue_depth(self, shard: str, depth: int) -> None:
+    def queue_depth(self, shard: str, depth: int, *, tenant: str) -> None:
         if not self.enabled:
             return
-        self._set("raysplit_shard_queue_depth", depth, {"shard": str(shard)})
+        self._set("raysplit_shard_queue_depth", depth, {"tenant": str(tenant), "shard": str(shard)})
 
-    def shard_batch(self, shard: str, n_microbatches: int) -> None:
+    def shard_batch(self, shard: str, n_microbatches: int, *, tenant: str) -> None:
         if not self.enabled:
             return
-        self._observe("raysplit_shard_batch_size", n_microbatches, {"shard": str(shard)})
+        self._observe("raysplit_shard_batch_size", n_microbatches, {"tenant": str(tenant), "shard": str(shard)})
 
-    def transition(self) -> None:
+    def transition(self, *, tenant: str) -> None:
         if not self.enabled:
             return
-        self._inc("raysplit_budget_transitions", 1, {})
+        self._inc("raysplit_budget_transitions", 1, {"tenant": str(tenant)})
 
 
 def _number(value: Any) -> float | int:

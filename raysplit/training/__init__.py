@@ -1,7 +1,2 @@
-"""Split training without Ray: the two halves and what a run is made of."""
-
-from raysplit.training.client import SplitClient
-from raysplit.training.network import SplitNetwork, build_network
-from raysplit.training.server import SplitServer, StepResult
-
-__all__ = ["SplitClient", "SplitNetwork", "SplitServer", "StepResult", "build_network"]
+"""Split training without Ray: the two halves, their objectives and optimizer, the
+methods as plans, and the one step loop that the local trainer and the cluster share."""

@@ -12,43 +12,64 @@ import numpy as np
 import torch
 
 from raysplit import codec
-from raysplit.compression.losses import prune_loss
-from raysplit.config import SplitConfig
+from raysplit.config.split import SplitConfig
+from raysplit.training.methods import Stage
 from raysplit.training.network import build_network
+from raysplit.training.objectives import Regularizer, make_regularizer
 from raysplit.training.sgd import SGD
-from raysplit.training.state import load_numpy_state, numpy_state
+from raysplit.training.state import PrivateRng, load_numpy_state, numpy_state, uses_randomness
 
 
 class SplitClient:
     """Args:
     cfg: the split network's configuration (same on every client and shard).
     client_id: carried in every message; the server echoes it.
+    tenant_key: carried in every message (``raysplit.identity.tenant_key``), so a shard can
+        refuse another tenant's traffic.
     """
 
-    def __init__(self, cfg: SplitConfig, client_id: int = 0) -> None:
+    def __init__(self, cfg: SplitConfig, client_id: int = 0, *, tenant_key: int = 0) -> None:
         self.cfg = cfg
         self.client_id = int(client_id)
+        self.tenant_key = int(tenant_key)
         net = build_network(cfg)
         self.head, self.compressor = net.head, net.compressor
         self.channels = net.channels
         self.wire_shape = net.wire_shape
         self.codec = cfg.codec_config()
-        modules = [self.head] + ([self.compressor] if self.compressor is not None else [])
-        self.modules = torch.nn.ModuleList(modules)
-        decay = [p for n, p in self.modules.named_parameters() if not n.endswith("f_hat")]
-        no_decay = [p for n, p in self.modules.named_parameters() if n.endswith("f_hat")]
+        # Named parameter groups: what a stage can freeze.
+        self.groups = {"head": self.head, **({"compressor": self.compressor} if self.compressor is not None else {})}
+        self.modules = torch.nn.ModuleList(self.groups.values())
+        named = list(self.modules.named_parameters())
+        decay = [p for n, p in named if not n.endswith("f_hat")]
+        no_decay = [p for n, p in named if n.endswith("f_hat")]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         # An empty head (split_layer 0, no module) has nothing to train.
-        self.opt = (
-            SGD(groups, lr=0.01, momentum=cfg.momentum) if any(g["params"] for g in groups) else None
-        )
+        self.opt = SGD(groups, lr=0.01, momentum=cfg.momentum) if named else None
+        self.rng = PrivateRng(cfg.seed * 1000 + self.client_id, uses_randomness(self.modules))
         self.budget = self.channels
         self.step = 0
-        self._pending: tuple[int, torch.Tensor, torch.Tensor | None] | None = None
+        self.regularizers: list[Regularizer] = []
+        self.frozen: tuple[str, ...] = ()
+        self._pending: tuple[int, torch.Tensor] | None = None
+        # Until a plan says otherwise: totalLoss with the module, the plain loss without.
+        self.set_stage(Stage() if self.compressor is not None else Stage(regularizers=()))
 
     # -- schedule -------------------------------------------------------------
+    def set_stage(self, stage: Stage) -> None:
+        """Objectives and frozen groups of a phase (the server takes its own part)."""
+        self.regularizers = [
+            make_regularizer(name, delta=self.cfg.delta, lam=self.cfg.lam, epsilon=self.cfg.epsilon)
+            for name in stage.regularizers
+        ]
+        if self.regularizers and self.compressor is None:
+            raise ValueError(f"stage {stage.name!r} regularises the compression module, which this network lacks")
+        self.frozen = tuple(g for g in stage.frozen if g in self.groups)
+        for name, module in self.groups.items():
+            module.requires_grad_(name not in self.frozen)
+
     def set_budget(self, budget: int) -> None:
         if not 1 <= budget <= self.channels:
             raise ValueError(f"budget {budget} out of range: allowed 1..{self.channels}")
@@ -68,7 +89,7 @@ class SplitClient:
         return self.compressor.reset_filter(which, old_budget, generator=g)
 
     # -- one step -------------------------------------------------------------
-    def _encode_out(self, x: np.ndarray, *, kind_labels: np.ndarray | None, step: int) -> tuple[bytes, torch.Tensor]:
+    def _encode_out(self, x: np.ndarray, *, labels: np.ndarray | None, step: int) -> tuple[bytes, torch.Tensor]:
         l_n = self.head(torch.from_numpy(np.require(x, np.float32, ["C", "W"])))
         if self.compressor is None:
             sel, idx = l_n, None
@@ -81,9 +102,11 @@ class SplitClient:
             (sel.shape[0], self.channels, *sel.shape[2:]),
             self.codec,
             kind=codec.KIND_ACTIVATION,
-            labels=kind_labels,
+            labels=labels,
             step=step,
             client_id=self.client_id,
+            tenant=self.tenant_key,
+            cut=self.cfg.split_layer,
         )
         return buf, sel
 
@@ -93,12 +116,14 @@ class SplitClient:
             raise RuntimeError(f"client {self.client_id}: step {self._pending[0]} still awaits its gradient")
         self.modules.train()
         self.step += 1
-        buf, sel = self._encode_out(x, kind_labels=np.asarray(y, dtype=np.int64), step=self.step)
+        with self.rng:
+            buf, sel = self._encode_out(x, labels=np.asarray(y, dtype=np.int64), step=self.step)
         self._pending = (self.step, sel)
         return buf
 
     def backward(self, grad_buf: bytes) -> dict[str, float]:
-        """Apply the server's gradient for the sent channels, plus ε·pruneLoss on f."""
+        """Apply the server's gradient for the sent channels plus the regularisers' own;
+        returns each regulariser's unweighted value by name."""
         if self._pending is None:
             raise RuntimeError(f"client {self.client_id}: gradient received with no step pending")
         msg = codec.decode(grad_buf)
@@ -111,23 +136,24 @@ class SplitClient:
         if msg.values.shape != tuple(sel.shape):
             raise ValueError(f"gradient shape {msg.values.shape} does not match the activation {tuple(sel.shape)}")
         self._pending = None
-        p_loss = 0.0
         if self.opt is None:
-            return {"prune_loss": 0.0}
+            return {}
         self.opt.zero_grad(set_to_none=True)
         if sel.requires_grad:
             # d(sum(sel * g))/d sel = g exactly, so this is sel.backward(g). The scalar
             # form matters for memory: autograd imports sympy (~20 MiB per process) to
             # check the shape of an explicit gradient tensor.
             (sel * torch.from_numpy(msg.values)).sum().backward()
-        if self.compressor is not None:
-            # totalLoss = Loss + ε·pruneLoss. pruneLoss depends only on f, which lives
+        values = {}
+        for reg in self.regularizers:
+            # totalLoss = Loss + ε·pruneLoss: the term depends only on f, which lives
             # here, so its gradient is added on the client: same sum, f never travels.
-            pl = prune_loss(self.compressor.filter(), self.budget, self.cfg.delta, self.cfg.lam)
-            (self.cfg.epsilon * pl).backward()
-            p_loss = float(pl.detach())
+            weighted, raw = reg(self.compressor, self.budget)
+            if weighted.requires_grad:
+                weighted.backward()
+            values[reg.name] = raw
         self.opt.step()
-        return {"prune_loss": p_loss}
+        return values
 
     def abort_step(self) -> None:
         """Drop a pending step (its server call failed); the next forward starts fresh."""
@@ -137,15 +163,36 @@ class SplitClient:
     def predict_message(self, x: np.ndarray) -> bytes:
         """Inference: the activation message for ``x`` at the current budget, eval mode."""
         self.modules.eval()
-        buf, _ = self._encode_out(x, kind_labels=None, step=0)
+        buf, _ = self._encode_out(x, labels=None, step=0)
         return buf
 
     # -- state ----------------------------------------------------------------
     def filter_values(self) -> np.ndarray | None:
         return None if self.compressor is None else self.compressor.filter().detach().numpy().copy()
 
-    def state(self) -> dict[str, np.ndarray]:
+    def modules_state(self) -> dict[str, np.ndarray]:
+        """The trained modules (head + compressor) as numpy: what averaging and saving use."""
         return numpy_state(self.modules)
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
         load_numpy_state(self.modules, state)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: modules, momentum, budget, step, RNG."""
+        return {
+            "modules": {k: v.detach().clone() for k, v in self.modules.state_dict().items()},
+            "optimizer": None if self.opt is None else self.opt.state_dict(),
+            "budget": self.budget,
+            "step": self.step,
+            "rng": self.rng.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._pending is not None:
+            raise RuntimeError(f"client {self.client_id}: cannot load a state while step {self._pending[0]} is pending")
+        self.modules.load_state_dict(state["modules"])
+        if self.opt is not None and state["optimizer"] is not None:
+            self.opt.load_state_dict(state["optimizer"])
+        self.set_budget(int(state["budget"]))
+        self.step = int(state["step"])
+        self.rng.load_state_dict(state["rng"])

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from raysplit.compression.module import Compressor, Decompressor, compressed_size
-from raysplit.config import SplitConfig
-from raysplit.models.registry import split_model
+from raysplit.config.split import SplitConfig
+from raysplit.models.cuts import cut_model
 
 
 @dataclass
@@ -38,17 +38,18 @@ def build_network(cfg: SplitConfig) -> SplitNetwork:
     """Deterministic for ``cfg.seed``: every process builds the same weights."""
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
-    sm = split_model(cfg.model, cfg.split_layer, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
+    cm = cut_model(cfg.model, cfg.split_layer, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
+    split_shape = cm.shapes[0]
     if not cfg.use_module:
-        return SplitNetwork(sm.head, None, None, sm.tail, sm.split_shape, sm.split_shape)
-    if len(sm.split_shape) != 3:
-        raise ValueError(f"the compression module needs a (C, H, W) activation, split gives {sm.split_shape}")
-    c_in, h, w = sm.split_shape
+        return SplitNetwork(cm.head, None, None, cm.tail, split_shape, split_shape)
+    if len(split_shape) != 3:
+        raise ValueError(f"the compression module needs a (C, H, W) activation, split gives {split_shape}")
+    c_in, h, w = split_shape
     phi = cfg.compressed_channels or c_in
     comp = Compressor(c_in, phi, cfg.resolution, cfg.mask, cfg.init_scale)
     decomp = Decompressor(phi, c_in, (h, w), cfg.resolution)
     wire = (phi, *compressed_size((h, w), cfg.resolution))
-    return SplitNetwork(sm.head, comp, decomp, sm.tail, sm.split_shape, wire)
+    return SplitNetwork(cm.head, comp, decomp, cm.tail, split_shape, wire)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -4,33 +4,49 @@
 forward/backward (the micro-batches are concatenated after decompression). Each
 client's loss is the mean over its own samples; the tail's gradient is the mean of the
 clients' gradients, so a merged step moves the tail like one step of the average client,
-and every client gets exactly the gradient of its own loss.
+and every client gets exactly the gradient of its own loss. Which loss and which frozen
+groups apply is the plan's stage for the phase the messages belong to.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from raysplit import codec
-from raysplit.config import SplitConfig
+from raysplit.config.split import SplitConfig
+from raysplit.training.methods import Plan, Stage
 from raysplit.training.network import build_network, resolve_device
+from raysplit.training.objectives import task_loss
 from raysplit.training.sgd import SGD
-from raysplit.training.state import load_numpy_state, numpy_state
+from raysplit.training.state import PrivateRng, load_numpy_state, numpy_state, uses_randomness
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """Per message: the client's task loss, correct predictions, samples."""
+class ServerResult:
+    """The server's answer to one activation message.
+
+    Args:
+        client_id, step: echoed from the message.
+        grad: the gradient message (bytes) for the sent channels.
+        loss: the client's task loss (mean over its samples).
+        correct: its samples the tail classified right.
+        samples: its samples.
+        compute_s: seconds of the (merged) server step that computed it.
+        merged: micro-batches in that step.
+    """
 
     client_id: int
     step: int
+    grad: bytes
     loss: float
     correct: int
     samples: int
+    compute_s: float
+    merged: int
 
 
 class SplitServer:
@@ -38,29 +54,63 @@ class SplitServer:
     cfg: the split network's configuration (same on every client and shard).
     shard_id: this replica's number.
     device: "auto" (CUDA if visible, else CPU), "cpu" or "cuda".
+    plan: the run's plan; a message's phase selects its stage (None: one plain stage).
+    tenant_key: messages of another tenant are refused.
     """
 
-    def __init__(self, cfg: SplitConfig, shard_id: int = 0, device: str = "cpu") -> None:
+    def __init__(
+        self, cfg: SplitConfig, shard_id: int = 0, device: str = "cpu", *, plan: Plan | None = None,
+        tenant_key: int = 0,
+    ) -> None:
         self.cfg = cfg
         self.shard_id = shard_id
+        self.tenant_key = int(tenant_key)
         self.device = resolve_device(device)
         net = build_network(cfg)
         self.decompressor, self.tail = net.decompressor, net.tail
         self.channels = net.channels
         self.wire_shape = net.wire_shape
         self.codec = cfg.codec_config()
-        mods = [self.tail] + ([self.decompressor] if self.decompressor is not None else [])
-        self.modules = torch.nn.ModuleList(mods).to(self.device)
-        self.opt = SGD(
-            self.modules.parameters(), lr=0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        self.groups = {**({"decompressor": self.decompressor} if self.decompressor is not None else {}),
+                       "tail": self.tail}
+        self.modules = torch.nn.ModuleList(self.groups.values()).to(self.device)
+        self.opt = SGD(self.modules.parameters(), lr=0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.rng = PrivateRng(cfg.seed * 1000 + 999 - shard_id, uses_randomness(self.modules))
+        self.plan = plan
+        self.phase: int | None = None
+        self.set_stage(Stage(regularizers=()))
         self.steps = 0
+
+    def set_stage(self, stage: Stage) -> None:
+        self.loss_fn = task_loss(stage.task_loss)
+        self.frozen = tuple(g for g in stage.frozen if g in self.groups)
+        for name, module in self.groups.items():
+            module.requires_grad_(name not in self.frozen)
+
+    def _enter(self, phase: int) -> None:
+        if phase != self.phase and self.plan is not None:
+            if not 0 <= phase < len(self.plan.phases):
+                raise ValueError(f"phase {phase} out of range: the plan has {len(self.plan.phases)}")
+            self.set_stage(self.plan.phases[phase].stage)
+        self.phase = phase
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
             g["lr"] = lr
 
     def _check(self, msg: codec.Message, want_labels: bool) -> None:
+        if msg.kind != codec.KIND_ACTIVATION:
+            raise ValueError(f"message from client {msg.client_id} is not an activation (kind {msg.kind})")
+        if msg.tenant != self.tenant_key:
+            raise ValueError(
+                f"message from client {msg.client_id} belongs to tenant key {msg.tenant}; this shard serves "
+                f"{self.tenant_key}"
+            )
+        if msg.cut != self.cfg.split_layer:
+            raise ValueError(
+                f"message from client {msg.client_id} was cut after layer {msg.cut}; this shard runs from layer "
+                f"{self.cfg.split_layer}"
+            )
         if tuple(msg.shape[1:]) != tuple(self.wire_shape):
             raise ValueError(
                 f"message from client {msg.client_id} has shape {msg.shape[1:]}, this shard expects {self.wire_shape}"
@@ -78,17 +128,22 @@ class SplitServer:
             return values  # plain split learning: all channels, in order
         return self.decompressor(values, torch.from_numpy(msg.indices).to(values.device))
 
-    def train_step(self, buffers: list[bytes]) -> tuple[list[bytes], list[StepResult]]:
-        """One forward/backward over every message; returns their gradient messages."""
+    def train_step(self, buffers: list[bytes], lr: float, phase: int = 0) -> list[ServerResult]:
+        """One forward/backward over every message (all of one phase); returns, per
+        message, its gradient message and what the step measured."""
+        t0 = time.perf_counter()
         msgs = [codec.decode(b) for b in buffers]
         for m in msgs:
             self._check(m, want_labels=True)
+        self._enter(phase)
+        self.set_lr(lr)
         self.modules.train()
-        leaves = [torch.from_numpy(m.values).to(self.device).requires_grad_(True) for m in msgs]
-        dense = torch.cat([self._dense_input(m, v) for m, v in zip(msgs, leaves)])
-        logits = self.tail(dense)
+        with self.rng:
+            leaves = [torch.from_numpy(m.values).to(self.device).requires_grad_(True) for m in msgs]
+            dense = torch.cat([self._dense_input(m, v) for m, v in zip(msgs, leaves)])
+            logits = self.tail(dense)
         labels = torch.from_numpy(np.concatenate([m.labels for m in msgs])).to(self.device)
-        per_sample = F.cross_entropy(logits, labels, reduction="none")
+        per_sample = self.loss_fn(logits, labels)
         bounds = np.cumsum([0] + [len(m.labels) for m in msgs])
         losses = [per_sample[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])]
         total = torch.stack(losses).sum()
@@ -103,24 +158,27 @@ class SplitServer:
                     p.grad /= len(msgs)
         self.opt.step()
         self.steps += 1
-        pred = logits.detach().argmax(1)
-        correct = (pred == labels).cpu().numpy()
-        out, results = [], []
-        for i, (m, leaf) in enumerate(zip(msgs, leaves)):
-            out.append(
-                codec.encode(
-                    leaf.grad.cpu().numpy(),
-                    _wire_indices(m.indices, m.shape[1]),
-                    m.shape,
-                    self.codec,
-                    kind=codec.KIND_GRADIENT,
-                    step=m.step,
-                    client_id=m.client_id,
-                )
+        correct = (logits.detach().argmax(1) == labels).cpu().numpy()
+        grads = [
+            codec.encode(
+                leaf.grad.cpu().numpy(),
+                _wire_indices(m.indices, m.shape[1]),
+                m.shape,
+                self.codec,
+                kind=codec.KIND_GRADIENT,
+                step=m.step,
+                client_id=m.client_id,
+                tenant=self.tenant_key,
+                cut=self.cfg.split_layer,
             )
-            a, b = bounds[i], bounds[i + 1]
-            results.append(StepResult(m.client_id, m.step, float(losses[i].detach()), int(correct[a:b].sum()), int(b - a)))
-        return out, results
+            for m, leaf in zip(msgs, leaves)
+        ]
+        seconds = time.perf_counter() - t0
+        return [
+            ServerResult(m.client_id, m.step, g, float(l.detach()), int(correct[a:b].sum()), int(b - a), seconds,
+                         len(msgs))
+            for m, g, l, a, b in zip(msgs, grads, losses, bounds[:-1], bounds[1:])
+        ]
 
     @torch.no_grad()
     def predict(self, buffers: list[bytes]) -> list[np.ndarray]:
@@ -135,12 +193,29 @@ class SplitServer:
             outs.append(logits.argmax(1).cpu().numpy().astype(np.int64))
         return outs
 
-    def state(self) -> dict[str, np.ndarray]:
+    def modules_state(self) -> dict[str, np.ndarray]:
+        """Decompressor + tail as numpy: what replica averaging and saving use."""
         return numpy_state(self.modules)
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
         load_numpy_state(self.modules, state)
         self.modules.to(self.device)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: modules, momentum, steps, RNG."""
+        return {
+            "modules": {k: v.detach().cpu().clone() for k, v in self.modules.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "steps": self.steps,
+            "rng": self.rng.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.modules.load_state_dict(state["modules"])
+        self.modules.to(self.device)
+        self.opt.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
+        self.rng.load_state_dict(state["rng"])
 
 
 def _wire_indices(indices: np.ndarray, channels: int) -> np.ndarray | None:

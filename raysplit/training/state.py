@@ -1,4 +1,5 @@
-"""Model state as numpy arrays: what crosses Ray (fast) and what averaging works on."""
+"""Model state as numpy arrays (what crosses Ray fast and what averaging works on), and a
+private random-number stream per half of the network."""
 
 from __future__ import annotations
 
@@ -17,29 +18,50 @@ def load_numpy_state(module: nn.Module, state: dict[str, np.ndarray]) -> None:
     extra = sorted(set(state) - set(own))
     if missing or extra:
         raise ValueError(f"state does not fit the module: missing {missing[:5]}, unexpected {extra[:5]}")
-    module.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(own[k].dtype) for k, v in state.items()})
+    module.load_state_dict({k: torch.as_tensor(np.asarray(v)).to(own[k].dtype) for k, v in state.items()})
 
 
-def weighted_average(states: list[dict[str, np.ndarray]], weights: list[float]) -> dict[str, np.ndarray]:
-    """Sample-weighted average of states (FedAvg/SplitFed). Integer buffers
-    (BatchNorm's num_batches_tracked) take the maximum instead of a mean."""
-    if not states:
-        raise ValueError("no states to average")
-    if len(states) != len(weights):
-        raise ValueError(f"{len(states)} states but {len(weights)} weights")
-    w = np.asarray(weights, dtype=np.float64)
-    if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
-    w = w / w.sum()
-    keys = states[0].keys()
-    for s in states[1:]:
-        if s.keys() != keys:
-            raise ValueError("states have different keys")
-    out = {}
-    for k in keys:
-        arrs = [s[k] for s in states]
-        if np.issubdtype(arrs[0].dtype, np.integer):
-            out[k] = np.max(np.stack(arrs), axis=0)
-        else:
-            out[k] = np.tensordot(w, np.stack([a.astype(np.float64) for a in arrs]), axes=1).astype(arrs[0].dtype)
-    return out
+def as_tensors(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """numpy -> tensors, so a file can be read with ``torch.load(weights_only=True)``."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+
+
+def as_arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def uses_randomness(module: nn.Module) -> bool:
+    """Whether a forward pass in train mode draws random numbers (dropout)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
+
+
+class PrivateRng:
+    """The random stream of one half of the network, kept apart from the process's.
+
+    Clients that share an actor process share torch's global generator, so dropout in one
+    would shift another's draws, and a saved state would not say which draws come next.
+    With ``enabled`` (the half has dropout), ``with rng:`` swaps this stream in around a
+    step; without, it costs nothing.
+    """
+
+    def __init__(self, seed: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.state = torch.Generator().manual_seed(seed).get_state() if enabled else None
+        self._saved: torch.Tensor | None = None
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self._saved = torch.get_rng_state()
+            torch.set_rng_state(self.state)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.state = torch.get_rng_state()
+            torch.set_rng_state(self._saved)
+
+    def state_dict(self) -> torch.Tensor | None:
+        return None if self.state is None else self.state.clone()
+
+    def load_state_dict(self, state: torch.Tensor | None) -> None:
+        if self.enabled and state is not None:
+            self.state = state.clone()

@@ -1,48 +1,64 @@
 """Server shard actor: a replica of the tail that merges clients' micro-batches.
 
 The actor is async: ``train`` calls from many clients queue up while the previous merged
-step computes on the shard's single worker thread, and the next step takes everything
-that arrived (up to ``max_merge``) as one forward/backward. If a merged step fails, each
-message is retried alone so that only the faulty client's call fails.
+step computes on the shard's single compute thread, and the next step takes everything
+of one phase that arrived (up to ``max_merge``) as one forward/backward. If a merged
+step fails, each message is retried alone so that only the faulty client's call fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 
 import numpy as np
 import ray
 import torch
 
-from raysplit.config import SplitConfig
+from raysplit.config.split import SplitConfig
+from raysplit.identity import Identity
 from raysplit.observability.metrics import Recorder
 from raysplit.runtime.threads import compute_thread
+from raysplit.training.methods import Plan
 from raysplit.training.server import SplitServer
-from raysplit.training.state import weighted_average
+from raysplit.transport.base import Reply
 
 
 class Shard:
-    def __init__(self, cfg: SplitConfig, shard_id: int, max_merge: int = 32, device: str = "auto") -> None:
+    """Args:
+    cfg: the split network (its torch_threads: this shard's threads).
+    plan: the run's plan (a message's phase selects the server's stage).
+    shard_id: this replica's number.
+    identity: the run's identity (tenant key on the wire, metric tags).
+    max_merge: most micro-batches merged into one step.
+    device: "auto", "cpu" or "cuda".
+    """
+
+    def __init__(self, cfg: SplitConfig, plan: Plan, shard_id: int, identity: Identity, max_merge: int = 32,
+                 device: str = "auto") -> None:
         self.shard_id = shard_id
-        self.name = f"shard{shard_id}"
+        self.name = str(shard_id)
+        self.identity = identity
         self.max_merge = max_merge
         # All torch work, the model's construction included, on one thread (compute_thread).
-        self.pool = compute_thread(self.name, cfg.torch_threads or torch.get_num_threads())
-        self.server = self.pool.submit(SplitServer, cfg, shard_id, device).result()
+        self.pool = compute_thread(f"shard{shard_id}", cfg.torch_threads or torch.get_num_threads())
+        self.server = self.pool.submit(
+            SplitServer, cfg, shard_id, device, plan=plan, tenant_key=identity.tenant_key
+        ).result()
         self.queue: collections.deque = collections.deque()
         self.draining = False
         self.metrics = Recorder()
-        self.merged: list[int] = []  # micro-batches per step, for tests and benchmarks
+        self.merged: list[int] = []  # micro-batches per step, for the summary
         self._dist = False
 
     async def ready(self) -> dict:
         return {"shard": self.shard_id, "device": str(self.server.device), "node": ray.get_runtime_context().get_node_id()}
 
-    async def train(self, buf: bytes, lr: float) -> tuple[bytes, dict]:
+    async def train(self, buf: bytes, lr: float, phase: int) -> Reply:
         fut = asyncio.get_running_loop().create_future()
-        self.queue.append((buf, lr, fut))
-        self.metrics.queue_depth(self.name, len(self.queue))
+        self.queue.append((buf, lr, phase, fut, time.perf_counter()))
+        self.metrics.queue_depth(self.name, len(self.queue), tenant=self.identity.tenant)
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -51,44 +67,61 @@ class Shard:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    def _step(self, bufs: list[bytes], lr: float):
-        self.server.set_lr(lr)
-        return self.server.train_step(bufs)
+    def _take(self) -> list:
+        """The oldest message and the ones behind it of the same phase, up to max_merge."""
+        phase = self.queue[0][2]
+        batch, rest = [], collections.deque()
+        while self.queue and len(batch) < self.max_merge:
+            item = self.queue.popleft()
+            (batch if item[2] == phase else rest).append(item)
+        rest.extend(self.queue)
+        self.queue = rest
+        return batch
 
     async def _drain(self) -> None:
         try:
             while self.queue:
-                batch = [self.queue.popleft() for _ in range(min(self.max_merge, len(self.queue)))]
-                self.metrics.queue_depth(self.name, len(self.queue))
-                self.metrics.shard_batch(self.name, len(batch))
+                batch = self._take()
+                self.metrics.queue_depth(self.name, len(self.queue), tenant=self.identity.tenant)
+                self.metrics.shard_batch(self.name, len(batch), tenant=self.identity.tenant)
                 lr = float(np.mean([b[1] for b in batch]))
+                started = time.perf_counter()
                 try:
-                    outs, results = await self._run(self._step, [b[0] for b in batch], lr)
+                    results = await self._run(self.server.train_step, [b[0] for b in batch], lr, batch[0][2])
                     self.merged.append(len(batch))
-                    for (_, _, fut), out, res in zip(batch, outs, results):
-                        fut.set_result((out, res.__dict__))
+                    for (_, _, _, fut, queued), res in zip(batch, results):
+                        fut.set_result(Reply(res, started - queued))
                 except Exception as merged_error:  # noqa: BLE001 - isolate the faulty message
                     if len(batch) == 1:
-                        batch[0][2].set_exception(merged_error)
+                        batch[0][3].set_exception(merged_error)
                         continue
-                    for buf, lr1, fut in batch:
+                    for buf, lr1, phase, fut, queued in batch:
                         try:
-                            (out,), (res,) = await self._run(self._step, [buf], lr1)
+                            started = time.perf_counter()
+                            (res,) = await self._run(self.server.train_step, [buf], lr1, phase)
                             self.merged.append(1)
-                            fut.set_result((out, res.__dict__))
+                            fut.set_result(Reply(res, started - queued))
                         except Exception as e:  # noqa: BLE001
                             fut.set_exception(e)
         finally:
             self.draining = False
 
-    async def predict(self, bufs: list[bytes]) -> list[np.ndarray]:
-        return await self._run(self.server.predict, bufs)
+    async def predict(self, buf: bytes) -> np.ndarray:
+        (pred,) = await self._run(self.server.predict, [buf])
+        return pred
 
-    async def state(self) -> dict[str, np.ndarray]:
-        return await self._run(self.server.state)
+    # -- state ------------------------------------------------------------------
+    async def modules_state(self) -> dict[str, np.ndarray]:
+        return await self._run(self.server.modules_state)
 
-    async def load_state(self, state: dict[str, np.ndarray]) -> None:
-        await self._run(self.server.load_state, state)
+    async def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
+        await self._run(self.server.load_modules_state, state)
+
+    async def state_dict(self) -> dict:
+        return await self._run(self.server.state_dict)
+
+    async def load_state_dict(self, state: dict) -> None:
+        await self._run(self.server.load_state_dict, state)
 
     async def merge_stats(self) -> list[int]:
         return list(self.merged)
@@ -134,10 +167,3 @@ class Shard:
 
 
 ShardActor = ray.remote(Shard)
-
-
-def average_shards(shards: list) -> None:
-    """Parameter averaging through the driver: fetch, average (numpy), push back."""
-    states = ray.get([s.state.remote() for s in shards])
-    avg = weighted_average(states, [1.0] * len(states))
-    ray.get([s.load_state.remote(avg) for s in shards])

@@ -1,0 +1,43 @@
+"""Budget policies behind one interface (:class:`BudgetPolicy`), in a registry.
+
+``make_policy(name, ...)`` is the only place a policy's name is looked at.
+"""
+
+from __future__ import annotations
+
+from raysplit.budget.policies.asynchronous import AsyncPolicy
+from raysplit.budget.policies.base import (
+    AGGREGATE,
+    DONE,
+    DONE_DIRECTIVE,
+    EVALUATE,
+    TRAIN,
+    WAIT,
+    Barrier,
+    BudgetPolicy,
+    Directive,
+    Event,
+    Finished,
+    Observation,
+    Transition,
+    Wait,
+    segments,
+)
+from raysplit.budget.policies.sync import SyncPolicy
+
+#: name -> policy class; every class takes (plan, steps_per_epoch, segment_steps, aggregate).
+POLICIES: dict[str, type] = {"sync": SyncPolicy, "async": AsyncPolicy}
+
+
+def make_policy(name: str, plan, steps_per_epoch: dict[int, int], *, segment_steps: int = 0,
+                aggregate: bool = False) -> BudgetPolicy:
+    if name not in POLICIES:
+        raise ValueError(f"unknown scheduling policy {name!r}; choose one of {', '.join(POLICIES)}")
+    return POLICIES[name](plan, dict(steps_per_epoch), segment_steps, aggregate)
+
+
+__all__ = [
+    "AGGREGATE", "DONE", "DONE_DIRECTIVE", "EVALUATE", "TRAIN", "WAIT", "AsyncPolicy", "Barrier", "BudgetPolicy",
+    "Directive", "Event", "Finished", "Observation", "POLICIES", "SyncPolicy", "Transition", "Wait",
+    "make_policy", "segments",
+]

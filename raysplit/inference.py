@@ -1,0 +1,119 @@
+"""Saved models and the load path: rebuild a split model from a file and predict with it.
+
+A model file (``models/budget_<B>.pt`` in a run directory) holds the split network's
+configuration, the budget it was trained for, every client's head (+ compression module)
+and one server half (decompressor + tail). It is a plain ``torch.save`` of tensors and
+built-in types, so it loads with ``torch.load(weights_only=True)``: nothing in it runs
+code.
+
+    from raysplit.inference import load_model
+    model = load_model("runs/prune/models/budget_4.pt")       # client 0's head
+    labels = model.predict(x)                                  # x: float32 (N, C, H, W)
+
+``predict`` runs the split path exactly as in training: head, top-B selection at the
+file's budget, the wire codec, decompression and the tail, in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raysplit.config.split import SplitConfig
+from raysplit.data import ArrayDataset, batches
+from raysplit.training.client import SplitClient
+from raysplit.training.server import SplitServer
+from raysplit.training.state import as_arrays, as_tensors
+from raysplit.transport.inprocess import InProcessTransport
+
+FORMAT = "raysplit-model"
+VERSION = 1
+
+
+def save_model(path: str | Path, *, split: SplitConfig, method: str, snapshot) -> Path:
+    """Write a ``ModelSnapshot`` (``raysplit.records.writer``) as a model file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": method,
+        "budget": int(snapshot.budget),
+        "phase": int(snapshot.phase),
+        "epoch": int(snapshot.epoch),
+        "split": dataclasses.asdict(split),
+        "heads": {int(c): as_tensors(s) for c, s in snapshot.heads.items()},
+        "server": as_tensors(snapshot.server),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class SplitModel:
+    """A loaded split model.
+
+    Attributes:
+        split: the network's configuration.
+        method, budget, epoch: what it was trained with and when it was saved.
+        client_id: whose head this is.
+        clients: every client id in the file.
+        client, server: the two halves, ready for inference.
+    """
+
+    split: SplitConfig
+    method: str
+    budget: int
+    epoch: int
+    client_id: int
+    clients: tuple[int, ...]
+    client: SplitClient
+    server: SplitServer
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Predicted classes for float32 inputs (N, C, H, W) shaped like the training data."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.split.input_shape):
+            raise ValueError(f"inputs of shape {x.shape[1:]} given; this model takes {tuple(self.split.input_shape)}")
+        transport = InProcessTransport(self.server)
+        out = [transport.predict(self.client.predict_message(x[i : i + batch_size]))
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def accuracy(self, ds: ArrayDataset, batch_size: int = 256) -> float:
+        correct = total = 0
+        for x, y in batches(ds, batch_size, shuffle=False, seed=0):
+            correct += int((self.predict(x, batch_size) == y).sum())
+            total += len(y)
+        return correct / total if total else float("nan")
+
+
+def load_model(path: str | Path, client: int | None = None, device: str = "cpu") -> SplitModel:
+    """Rebuild the split model saved at ``path`` with ``client``'s head (default: the
+    lowest client id in the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a raysplit model file")
+    if data["version"] != VERSION:
+        raise ValueError(f"{path}: model file version {data['version']}; this raysplit reads version {VERSION}")
+    split = SplitConfig(**{**data["split"], "input_shape": tuple(data["split"]["input_shape"])})
+    heads = data["heads"]
+    ids = tuple(sorted(int(c) for c in heads))
+    cid = ids[0] if client is None else int(client)
+    if cid not in heads:
+        raise ValueError(f"{path} holds no head of client {cid}; it has clients {list(ids)}")
+    c = SplitClient(split, cid)
+    c.load_modules_state(as_arrays(heads[cid]))
+    c.set_budget(int(data["budget"]))
+    s = SplitServer(split, 0, device)
+    s.load_modules_state(as_arrays(data["server"]))
+    return SplitModel(split, data["method"], int(data["budget"]), int(data["epoch"]), cid, ids, c, s)

@@ -1,0 +1,258 @@
+"""The run directory, written as the run goes.
+
+::
+
+    config.json          the resolved configuration, written first
+    steps.parquet/       StepRow parts   } each flush adds a complete part file, so a run
+    evals.parquet/       EvalRow parts   } that is killed leaves every row flushed so far
+    epochs.parquet/      EpochRow parts  } readable (pyarrow/pandas read the folder as one table)
+    models/budget_<B>.pt one loadable model per budget (methods that save them)
+    checkpoints/epoch_<e>/state.pt   full state every --checkpoint-every epochs
+    summary.json, accuracy.png, bytes.png   at the end
+
+The same writer serves the local trainer (called directly) and the cluster (the driver
+feeds it what the actors put into the record buffer), so their outputs compare column by
+column. An epoch row is made once every live client has evaluated that epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pyarrow.parquet as pq
+
+from raysplit.budget.policies import Transition
+from raysplit.observability.callbacks import Callback
+from raysplit.records.rows import EpochRow, EvalRow, StepRow, to_table
+
+TABLES = ("steps.parquet", "evals.parquet", "epochs.parquet")
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A trained model at the end of a phase: every client's head and one server half.
+
+    Args:
+        phase, budget, epoch: where in the plan it was taken.
+        heads: {client: modules state (numpy)}.
+        server: the server half's modules state (numpy; replicas are equal after a sync).
+    """
+
+    phase: int
+    budget: int
+    epoch: int
+    heads: dict
+    server: dict
+
+
+@dataclass(frozen=True)
+class CheckpointSnapshot:
+    """Everything needed to continue after ``epoch``: clients' and shards' full states and
+    the scheduler's."""
+
+    epoch: int
+    clients: dict
+    shards: list
+    scheduler: dict
+
+
+class PartTable:
+    """A Parquet table kept as numbered part files in a folder ``<name>.parquet``."""
+
+    def __init__(self, path: Path, row_type: type) -> None:
+        self.path, self.row_type = path, row_type
+        path.mkdir(parents=True, exist_ok=True)
+        self.parts = 0
+        self.pending: list = []
+
+    def append(self, rows: Iterable) -> None:
+        self.pending.extend(rows)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        tmp = self.path / f".part-{self.parts:05d}.tmp"
+        pq.write_table(to_table(self.pending, self.row_type), tmp)
+        os.replace(tmp, self.path / f"part-{self.parts:05d}.parquet")  # a part appears whole or not at all
+        self.parts += 1
+        self.pending = []
+
+
+class RunWriter:
+    """Args:
+    out: the run directory (tables of an earlier run there are replaced).
+    config: the resolved configuration, for config.json.
+    clients: the client ids expected to train and evaluate.
+    split: the network's configuration (saved with every model).
+    method: the method's name (saved with every model).
+    callbacks: observers of rows, epochs and events (progress bars, benchmarks).
+    flush_seconds: write pending step rows at least this often.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        *,
+        config: dict,
+        clients: Sequence[int],
+        split,
+        method: str,
+        callbacks: Sequence[Callback] = (),
+        flush_seconds: float = 2.0,
+    ) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in (*TABLES, "models", "checkpoints"):
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        for name in ("summary.json", "accuracy.png", "bytes.png"):
+            (self.out / name).unlink(missing_ok=True)
+        (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        self.split, self.method = split, method
+        self.steps = PartTable(self.out / "steps.parquet", StepRow)
+        self.evals = PartTable(self.out / "evals.parquet", EvalRow)
+        self.epochs = PartTable(self.out / "epochs.parquet", EpochRow)
+        self.live = set(clients)
+        self.callbacks = list(callbacks)
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
+        # per epoch: training sums and evaluations by client
+        self._train: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._clients: dict[int, set[int]] = defaultdict(set)
+        self._evals: dict[int, dict[int, EvalRow]] = defaultdict(dict)
+        self.next_epoch = 0
+        self.epoch_rows: list[EpochRow] = []
+        self.step_points: list[StepRow] = []  # for bytes.png
+        self.transitions: list[dict] = []
+        self.models: list[str] = []
+        self.checkpoints: list[str] = []
+        self.failed: dict[int, str] = {}
+        self.totals = {"bytes_up": 0, "bytes_down": 0, "samples": 0, "steps": 0}
+
+    # -- input ------------------------------------------------------------------
+    def put(self, items: Iterable[Any]) -> None:
+        """Rows, events and snapshots, in any mix (what the record buffer hands over)."""
+        steps = []
+        for item in items:
+            if isinstance(item, StepRow):
+                steps.append(item)
+            elif isinstance(item, EvalRow):
+                self._eval(item)
+            elif isinstance(item, Transition):
+                self.transitions.append({**item.__dict__, "time": time.time()})
+                for cb in self.callbacks:
+                    cb.on_event(item)
+            elif isinstance(item, ModelSnapshot):
+                self._save_model(item)
+            elif isinstance(item, CheckpointSnapshot):
+                self._save_checkpoint(item)
+            else:
+                for cb in self.callbacks:
+                    cb.on_event(item)
+        if steps:
+            self._steps(steps)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _steps(self, rows: list[StepRow]) -> None:
+        self.steps.append(rows)
+        self.step_points.extend(rows)
+        for r in rows:
+            acc = self._train[r.epoch]
+            acc["samples"] += r.samples
+            acc["loss"] += r.loss * r.samples
+            acc["bytes_up"] += r.bytes_up
+            acc["bytes_down"] += r.bytes_down
+            acc["steps"] += 1
+            self._clients[r.epoch].add(r.client)
+            self.totals["bytes_up"] += r.bytes_up
+            self.totals["bytes_down"] += r.bytes_down
+            self.totals["samples"] += r.samples
+            self.totals["steps"] += 1
+        for cb in self.callbacks:
+            cb.on_steps(rows)
+
+    def _eval(self, row: EvalRow) -> None:
+        self.evals.append([row])
+        self._evals[row.epoch][row.client] = row
+        self._complete_epochs()
+
+    def client_failed(self, client: int, error: str) -> None:
+        """A failed client no longer holds back the rows of the epochs it will not finish."""
+        self.failed[client] = error
+        self.live.discard(client)
+        self._complete_epochs()
+
+    def _complete_epochs(self, force: bool = False) -> None:
+        while True:
+            e = self.next_epoch
+            evals = self._evals.get(e, {})
+            if not evals or (not force and not self.live <= set(evals)):
+                return
+            self._emit_epoch(e, list(evals.values()))
+            self.next_epoch += 1
+
+    def _emit_epoch(self, epoch: int, evals: list[EvalRow]) -> None:
+        acc = self._train.pop(epoch, {})
+        n = int(acc.get("samples", 0))
+        total = sum(r.total for r in evals)
+        first = evals[0]
+        row = EpochRow(
+            epoch=epoch,
+            phase=first.phase,
+            budget=first.budget,
+            lr=first.lr,
+            train_loss=acc.get("loss", 0.0) / n if n else math.nan,
+            test_accuracy=sum(r.correct for r in evals) / total if total else math.nan,
+            bytes_up=int(acc.get("bytes_up", 0)),
+            bytes_down=int(acc.get("bytes_down", 0)),
+            eval_bytes_up=sum(r.bytes_up for r in evals),
+            samples=n,
+            steps=int(acc.get("steps", 0)),
+            clients=len(self._clients.pop(epoch, set())),
+            time=max(r.time for r in evals),
+        )
+        del self._evals[epoch]
+        self.epoch_rows.append(row)
+        self.epochs.append([row])
+        self.flush()
+        for cb in self.callbacks:
+            cb.on_epoch(row)
+
+    # -- files ------------------------------------------------------------------
+    def _save_model(self, snap: ModelSnapshot) -> None:
+        from raysplit.inference import save_model
+
+        path = self.out / "models" / f"budget_{snap.budget}.pt"
+        save_model(path, split=self.split, method=self.method, snapshot=snap)
+        self.models.append(str(path.relative_to(self.out)))
+
+    def _save_checkpoint(self, snap: CheckpointSnapshot) -> None:
+        from raysplit.runtime.checkpoint import save_checkpoint
+
+        path = save_checkpoint(self.out / "checkpoints" / f"epoch_{snap.epoch}", snap)
+        self.checkpoints.append(str(path.relative_to(self.out)))
+
+    def flush(self) -> None:
+        for t in (self.steps, self.evals, self.epochs):
+            t.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self, summary) -> None:
+        """Flush what is left (epochs a failure left incomplete included), write
+        summary.json and the plots."""
+        self._complete_epochs(force=True)
+        self.flush()
+        (self.out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+        from raysplit.records.plots import plot_run
+
+        plot_run(self.out, self.epoch_rows, self.step_points)
+        for cb in self.callbacks:
+            cb.on_run_end(summary)

@@ -1,0 +1,294 @@
+"""The one training loop: what a client does, step by step and directive by directive.
+
+The local trainer runs it in-process (in-process transport, the scheduler's core called
+directly); the cluster runs it on each client's compute thread in a client actor (Ray
+shard transport, the scheduler actor). Nothing else drives a split step.
+
+One step (:func:`train_step`)::
+
+    client.forward (head, compressor, encode) -> transport.exchange (the server decodes,
+    steps, encodes) -> client.backward (decode, backward, optimizer step) -> StepRow
+
+The loop (:meth:`ClientLoop.run`) asks the scheduler for a directive, does it, and reports
+back an :class:`~raysplit.budget.policies.Observation` (with the states the directive
+asked for) until the directive is "done".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Protocol
+
+from raysplit.budget.policies import AGGREGATE, DONE, EVALUATE, TRAIN, Directive, Observation
+from raysplit.data import ArrayDataset, batches
+from raysplit.identity import Identity
+from raysplit.records.rows import EvalRow, StepRow
+from raysplit.training.client import SplitClient
+from raysplit.training.methods import Plan
+from raysplit.transport.base import Transport
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection test hook (``--inject-fault CLIENT:EPOCH``)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a client hands the scheduler after a directive.
+
+    Args:
+        obs: what it did (all a policy sees).
+        state: states the directive asked for: {"modules": ...} for averaging or saving,
+            {"checkpoint": ...} to resume from.
+    """
+
+    obs: Observation
+    state: dict | None = None
+
+
+class Scheduler(Protocol):
+    def next(self, client: int, report: Report | None) -> Directive:
+        """Report the last directive's outcome (None at the start); get the next one."""
+        ...
+
+
+class RecordSink(Protocol):
+    def put(self, items: list) -> None:
+        """Hand over rows (StepRow, EvalRow) for the run directory."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What a client's loop returns when the schedule is done."""
+
+    client: int
+    steps: int
+    samples: int
+    final_filter: list[float] | None
+
+
+def train_step(client: SplitClient, transport: Transport, x, y, *, lr: float, phase: int,
+               compute: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Any, dict, dict]:
+    """One split step. Returns (the transport's Exchange, the client's regulariser values,
+    the timing of the client's parts in seconds). ``compute`` wraps the client's own
+    computation (the CPU cap counts only that)."""
+    t0 = time.perf_counter()
+    with compute():
+        up = client.forward(x, y)
+    t1 = time.perf_counter()
+    try:
+        ex = transport.exchange(up, lr=lr, phase=phase)
+    except BaseException:
+        client.abort_step()
+        raise
+    t2 = time.perf_counter()
+    with compute():
+        reg = client.backward(ex.grad)
+    t3 = time.perf_counter()
+    return ex, reg, {"forward_s": t1 - t0, "exchange_s": t2 - t1, "backward_s": t3 - t2}
+
+
+def evaluate(client: SplitClient, transport: Transport, test: ArrayDataset, batch_size: int) -> tuple[int, int, int]:
+    """Split inference over ``test``: (correct, total, bytes sent up)."""
+    correct = total = nbytes = 0
+    for x, y in batches(test, batch_size, shuffle=False, seed=0):
+        inf = transport.infer(client.predict_message(x))
+        nbytes += inf.bytes_up
+        correct += int((inf.predictions == y).sum())
+        total += len(y)
+    return correct, total, nbytes
+
+
+class _NoCap:
+    def compute(self) -> ContextManager:
+        return contextlib.nullcontext()
+
+    def pace(self) -> float:
+        return 0.0
+
+
+@dataclass
+class ClientLoop:
+    """Everything one client's loop needs.
+
+    Args:
+        client: the client half.
+        train, test: its training partition and its evaluation share.
+        plan: the run's plan (stages and filter resets by phase).
+        transport: how its messages reach its shard.
+        scheduler: where directives come from.
+        sink: where its rows go.
+        identity: the run's identity.
+        shard: the shard it trains against (recorded).
+        batch_size, seed, max_batches: batching (the order depends only on seed and epoch).
+        t0: the run's start (``time.time()``), so rows carry seconds since it.
+        cap: CPU cap (``compute()`` context, ``pace()`` between steps); None = uncapped.
+        metrics: a ``Recorder`` (Prometheus); None = none.
+        fail_at_epoch: test hook: raise InjectedFault when training this epoch.
+        flush_seconds: hand step rows to the sink at least this often.
+    """
+
+    client: SplitClient
+    train: ArrayDataset
+    test: ArrayDataset
+    plan: Plan
+    transport: Transport
+    scheduler: Scheduler
+    sink: RecordSink
+    identity: Identity
+    shard: int
+    batch_size: int
+    seed: int
+    max_batches: int | None
+    t0: float
+    cap: Any = None
+    metrics: Any = None
+    fail_at_epoch: int | None = None
+    flush_seconds: float = 1.0
+    epoch: int = -1
+    batch: int = 0
+    seq: int = 0
+    samples: int = 0
+    _rows: list = field(default_factory=list)
+    _last_put: float = 0.0
+
+    @property
+    def id(self) -> int:
+        return self.client.client_id
+
+    def run(self) -> ClientResult:
+        """Walk the schedule until the scheduler says done."""
+        report = None
+        try:
+            while True:
+                d = self.scheduler.next(self.id, report)
+                if d.kind == DONE:
+                    break
+                self.seq = d.seq
+                if d.kind == TRAIN:
+                    report = self.train_segment(d)
+                elif d.kind == AGGREGATE:
+                    report = Report(Observation(self.id, AGGREGATE, d.epoch), {"modules": self.client.modules_state()})
+                elif d.kind == EVALUATE:
+                    report = self.evaluate_epoch(d)
+        finally:
+            self._put(force=True)
+        f = self.client.filter_values()
+        return ClientResult(self.id, self.client.step, self.samples, None if f is None else [float(v) for v in f])
+
+    # -- directives -------------------------------------------------------------
+    def train_segment(self, d: Directive) -> Report:
+        c = self.client
+        if self.fail_at_epoch == d.epoch:
+            raise InjectedFault(f"client {self.id}: injected fault at epoch {d.epoch}")
+        if d.enter_phase:
+            self.enter_phase(d)
+        c.set_budget(d.budget)
+        c.set_lr(d.lr)
+        cap = self.cap or _NoCap()
+        it = batches(self.train, self.batch_size, shuffle=True, seed=self.seed, epoch=d.epoch,
+                     max_batches=self.max_batches)
+        start, stop = d.steps
+        t_seg = time.perf_counter()
+        lat, n, loss_sum, up, down = [], 0, 0.0, 0, 0
+        self.epoch = d.epoch
+        for i, (x, y) in enumerate(itertools.islice(it, start, stop), start=start):
+            t = time.perf_counter()
+            ex, reg, times = train_step(c, self.transport, x, y, lr=d.lr, phase=d.phase, compute=cap.compute)
+            cap.pace()
+            latency = time.perf_counter() - t
+            res = ex.reply.result
+            row = StepRow(
+                run=self.identity.run, tenant=self.identity.tenant, client=self.id, shard=self.shard,
+                epoch=d.epoch, batch=i, step=c.step, phase=d.phase, budget=d.budget, lr=d.lr,
+                samples=len(y), bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, loss=res.loss,
+                prune_loss=reg.get("prune", 0.0), correct=res.correct, time=time.time() - self.t0,
+                latency=latency, queue_s=ex.reply.queue_s, server_s=res.compute_s, merged=res.merged, **times,
+            )
+            self._rows.append(row)
+            if self.metrics is not None:
+                self.metrics.step(str(self.id), tenant=self.identity.tenant, bytes_up=ex.bytes_up,
+                                  bytes_down=ex.bytes_down, samples=len(y), latency_s=latency, loss=res.loss)
+            self.batch = i + 1
+            lat.append(latency)
+            n += len(y)
+            loss_sum += res.loss * len(y)
+            up += ex.bytes_up
+            down += ex.bytes_down
+            self._put()
+        self.samples += n
+        self._put(force=True)
+        obs = Observation(
+            self.id, TRAIN, d.epoch, steps=len(lat), samples=n, seconds=time.perf_counter() - t_seg,
+            step_seconds=statistics.median(lat) if lat else float("nan"), bytes_up=up, bytes_down=down,
+            loss=loss_sum / n if n else float("nan"),
+        )
+        return Report(obs)
+
+    def enter_phase(self, d: Directive) -> None:
+        """A new phase: its stage, and its filter reset (resetPrune/resetdePrune)."""
+        phase = self.plan.phases[d.phase]
+        self.client.set_stage(phase.stage)
+        if phase.reset is not None:
+            prev = self.plan.phases[d.phase - 1].budget
+            self.client.reset_filter(phase.reset, prev, seed=self.seed + d.epoch)
+
+    def evaluate_epoch(self, d: Directive) -> Report:
+        if d.load_state is not None:
+            self.client.load_modules_state(_resolve(d.load_state))
+        self.client.set_budget(d.budget)
+        t = time.perf_counter()
+        correct, total, nbytes = evaluate(self.client, self.transport, self.test, self.batch_size)
+        row = EvalRow(
+            run=self.identity.run, tenant=self.identity.tenant, client=self.id, epoch=d.epoch, phase=d.phase,
+            budget=d.budget, lr=d.lr, correct=correct, total=total, bytes_up=nbytes,
+            seconds=time.perf_counter() - t, time=time.time() - self.t0,
+        )
+        self.sink.put([row])
+        if self.metrics is not None and total:
+            self.metrics.accuracy(str(self.id), correct / total, tenant=self.identity.tenant)
+        state: dict = {}
+        if "model" in d.collect:
+            state["modules"] = self.client.modules_state()
+        if "checkpoint" in d.collect:
+            state["checkpoint"] = self.state_dict()
+        obs = Observation(self.id, EVALUATE, d.epoch, seconds=row.seconds, bytes_up=nbytes, correct=correct,
+                          total=total)
+        return Report(obs, state or None)
+
+    # -- records ----------------------------------------------------------------
+    def _put(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._rows and (force or now - self._last_put >= self.flush_seconds):
+            rows, self._rows = self._rows, []
+            self.sink.put(rows)
+            self._last_put = now
+
+    # -- state ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The client's full state and where it is in the data: the epoch of the last
+        directive, the next batch of it, the directive's sequence number."""
+        return {"client": self.client.state_dict(), "epoch": self.epoch, "batch": self.batch, "seq": self.seq,
+                "samples": self.samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.client.load_state_dict(state["client"])
+        self.epoch, self.batch, self.seq = int(state["epoch"]), int(state["batch"]), int(state["seq"])
+        self.samples = int(state["samples"])
+
+
+def _resolve(value: Any) -> Any:
+    """A state handed over directly, or as a Ray object reference (fetched once)."""
+    try:
+        import ray
+
+        if isinstance(value, ray.ObjectRef):
+            return ray.get(value)
+    except ImportError:  # pragma: no cover - ray is a dependency
+        pass
+    return value
