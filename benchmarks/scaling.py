@@ -1,5 +1,11 @@
 """Scaling: aggregate training throughput, start-up time and peak memory vs the number
-of clients (1 shard, small per-client work).
+of clients, for the same total work (1 shard).
+
+Every point runs the job's defaults (``jobs/deprune.py``: deprune 4 -> 128 over 2 + 1
+epochs on 8,192 Fashion-MNIST samples, batch 32, 500 test images shared among the
+clients) split over N clients, so every row trains the same 24,576 samples; only the
+number of clients (and so of processes and merged micro-batches) changes. The target is
+32 clients at >= 0.8 of the 8-client throughput.
 
 Every point starts a fresh Ray instance (``ray.init()`` ... ``ray.shutdown()``) so its
 memory belongs to that configuration alone. A background thread samples, every
@@ -10,14 +16,13 @@ e.g. torch's libraries and the object store's shared memory, is split among the
 processes mapping it, so nothing is double counted); USS (private pages only, a lower
 bound) and RSS (double counts shared pages, an upper bound) are recorded too.
 
-Throughput: aggregate training samples / the span of the last epoch's steps (first step
-start to last step end over all clients; the first epoch includes warm-up); also
-samples / summary ``train_seconds`` (whole run incl. evaluation).
+Throughput: training samples / summary ``train_seconds`` (the whole run after start-up,
+evaluation included, as a user sees it); also samples / the span of the last epoch's
+steps (first step start to last step end over all clients).
 
-    python benchmarks/scaling.py                    # 1,4,8,16,32 clients + 32 with 8 clients/actor
-                                                    # + 32 with malloc fast (~9 min)
-    python benchmarks/scaling.py --clients 1,4,8    # other points
-    python benchmarks/scaling.py --quick            # smoke run: 1,4 clients
+    python benchmarks/scaling.py                    # 1, 8, 16, 32 clients + 32 as 32 processes (~10 min)
+    python benchmarks/scaling.py --clients 8,32     # other points
+    python benchmarks/scaling.py --quick            # smoke run: 1 and 4 clients on 512 samples
 """
 
 from __future__ import annotations
@@ -37,94 +42,100 @@ from raysplit.config.cluster import MALLOC_MODES  # noqa: E402
 NAME = "scaling"
 
 
-def last_epoch_span(rows: list[dict]) -> tuple[int, float]:
+class StepCollector:
+    """A run callback that keeps every StepRow (raysplit.observability.callbacks)."""
+
+    def __init__(self) -> None:
+        from raysplit.observability.callbacks import Callback
+
+        self.rows: list = []
+        collector = self
+
+        class _Cb(Callback):
+            def on_steps(self, rows):
+                collector.rows.extend(rows)
+
+        self.callback = _Cb()
+
+
+def last_epoch_span(rows: list) -> tuple[int, float]:
     """(samples, seconds) of the last epoch: first step start to last step end, all clients."""
-    last = max(r["epoch"] for r in rows)
-    rs = [r for r in rows if r["epoch"] == last]
-    span = max(r["t"] for r in rs) - min(r["t"] - r["latency"] for r in rs)
-    return sum(r["samples"] for r in rs), span
+    last = max(r.epoch for r in rows)
+    rs = [r for r in rows if r.epoch == last]
+    span = max(r.time for r in rs) - min(r.time - r.latency for r in rs)
+    return sum(r.samples for r in rs), span
 
 
-def run_point(clients: int, per_client: int, batch: int, epochs: int, test_subset: int, cpa: int | str,
-              interval: float, tmp: Path, malloc: str = "auto") -> dict:
+def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path) -> dict:
     import ray
 
-    import raysplit.runtime.cluster as rc
-    from raysplit.config import SplitConfig, TrainConfig
-    from raysplit.config.cluster import ClusterConfig
+    from raysplit.config import ClusterConfig, TrainConfig
+    from raysplit.runtime.driver import Cluster
 
-    cfg = TrainConfig(
-        method="fixed",
-        budgets=(4,),
-        epochs_per_budget=(epochs,),
-        split=SplitConfig(model="vgg_small", codec="float32"),
-        batch_size=batch,
-        train_subset=per_client * clients,
-        test_subset=test_subset,
-        max_batches=per_client // batch,
-        out=str(tmp / f"c{clients}"),
-    )
-    cc = ClusterConfig(train=cfg, clients=clients, shards=1, client_cpu=None, cap_mechanism="none",
-                       clients_per_actor=cpa, malloc=malloc)
-    mon = C.Monitor(interval=interval).start()
+    cfg = TrainConfig(train_subset=a.train_subset, epochs_per_budget=a.epochs, out=str(tmp / f"c{clients}"),
+                      progress=False)
+    cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc)
+    col = StepCollector()
+    mon = C.Monitor(interval=a.interval).start()
     try:
         init_s = C.ray_init_quiet()
         mem_idle = mon.sample()
-        cl = rc.Cluster(cc)
+        cl = Cluster(cc, callbacks=[col.callback])
         t0 = time.perf_counter()
-        cl.start(progress=False)
+        cl.start()
         started = mon.sample()
         try:
-            cl.run(progress=False)
-            s = cl.summary()
+            s = cl.run()
         finally:
             cl.stop()
         total_s = time.perf_counter() - t0
     finally:
         ray.shutdown()
         mem = mon.stop()
-    n_last, span_last = last_epoch_span(cl.rows)
-    lat = [r["latency"] for r in cl.rows if r["epoch"] == max(x["epoch"] for x in cl.rows)]
-    row = {
+    n_last, span_last = last_epoch_span(col.rows)
+    last = max(r.epoch for r in col.rows)
+    lat = [r for r in col.rows if r.epoch == last]
+    return {
         "clients": clients,
         "clients_per_actor_requested": cpa,
-        "clients_per_actor": s["clients_per_actor"],
-        "actors": s["client_actors"],
+        "clients_per_actor": s.clients_per_actor,
+        "actors": s.client_actors,
         "malloc_requested": malloc,
-        "malloc": s["malloc"],
-        "samples": s["samples"],
-        "failed": len(s["failed_clients"]),
+        "malloc": s.malloc,
+        "samples": s.samples,
+        "failed": len(s.failed_clients),
+        "final_test_accuracy": s.final_test_accuracy,
         "ray_init_s": init_s,
-        "startup_s": s["startup_seconds"],
-        "train_seconds": s["train_seconds"],
+        "startup_s": s.startup_seconds,
+        "train_seconds": s.train_seconds,
         "total_s": total_s,
+        "sps_train_seconds": s.samples / s.train_seconds,
         "sps_last_epoch": n_last / span_last,
-        "sps_train_seconds": s["samples"] / s["train_seconds"],
-        "step_ms_median": 1000 * C.median(lat),
-        "mean_merged": s["mean_merged_microbatches"],
+        "step_ms_median": 1000 * C.median(r.latency for r in lat),
+        "exchange_ms_median": 1000 * C.median(r.exchange_s for r in lat),
+        "queue_ms_median": 1000 * C.median(r.queue_s for r in lat),
+        "server_ms_median": 1000 * C.median(r.server_s for r in lat),
+        "mean_merged": s.mean_merged_microbatches,
         "idle_ray_pss_gib": mem_idle["pss"] / C.GIB,
         "after_start_pss_gib": started["pss"] / C.GIB,
         **mem,
     }
-    return row
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients, no clients_per_actor row")
-    ap.add_argument("--clients", default="1,4,8,16,32", help="comma list of client counts")
-    ap.add_argument("--per-client", type=int, default=128, help="training samples per client")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--test-subset", type=int, default=64, help="test samples (each client evaluates them)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients on 512 samples, 1 epoch each")
+    ap.add_argument("--clients", default="1,8,16,32", help="comma list of client counts")
+    ap.add_argument("--train-subset", type=int, default=8192, help="training samples in total (the job's default)")
+    ap.add_argument("--epochs", type=lambda v: tuple(int(e) for e in v.split(",")), default=(2, 1),
+                    help="epochs per budget (the job's default 2,1: deprune 4 -> 128)")
     ap.add_argument("--per-actor", default="auto",
                     help="ClusterConfig.clients_per_actor for the --clients points (auto or N)")
-    ap.add_argument("--grouped", default="16:1,32:1",
+    ap.add_argument("--grouped", default="32:1",
                     help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
     ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
-                    help="ClusterConfig.malloc for the --clients points (auto: fast up to 4 clients per CPU, "
-                    "lean above)")
+                    help="ClusterConfig.malloc for the --clients points (auto = fast)")
     ap.add_argument("--min-free-gib", type=float, default=0.6,
                     help="skip a point if available memory < this x actors + 2 GiB (shared machine)")
     ap.add_argument("--quiet-wait", type=float, default=30.0,
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
-        a.clients, a.grouped, a.epochs = "1,4", "4:2", 1
+        a.clients, a.grouped, a.epochs, a.train_subset = "1,4", "4:2", (1, 1), 512
 
     def per_actor(v: str) -> int | str:
         return v if v == "auto" else int(v)
@@ -160,12 +171,11 @@ def main(argv=None) -> int:
                                 "available_gib": avail})
                 continue
             row = C.retry_on_ray_failure(
-                run_point, clients, a.per_client, a.batch_size, a.epochs, a.test_subset, cpa, a.interval, tmp, malloc,
-                reinit=False,
+                run_point, clients, cpa, malloc, a, tmp, reinit=False,
             )
             rows.append(row)
             print(
-                f"  {row['sps_last_epoch']:.0f} samples/s, start-up {row['startup_s']:.1f} s, "
+                f"  {row['sps_train_seconds']:.0f} samples/s, start-up {row['startup_s']:.1f} s, "
                 f"peak PSS {row['peak_pss_gib']:.2f} GiB (USS {row['peak_uss_gib']:.2f}, RSS {row['peak_rss_gib']:.2f}), "
                 f"other load {row['foreign_cpu_cores']:.2f} cores",
                 flush=True,
@@ -181,11 +191,15 @@ def main(argv=None) -> int:
         ("actors", "actors", "d"),
         ("malloc", "malloc", ""),
         ("samples", "samples", "d"),
-        ("sps_last_epoch", "samples/s (last epoch)", ".0f"),
-        ("sps_train_seconds", "samples/s (train_seconds)", ".0f"),
-        ("step_ms_median", "step ms (median)", ".0f"),
+        ("sps_train_seconds", "samples/s", ".0f"),
+        ("ratio_to_8", "vs 8 clients", ".2f"),
+        ("sps_last_epoch", "samples/s (last epoch span)", ".0f"),
+        ("step_ms_median", "step ms", ".0f"),
+        ("exchange_ms_median", "exchange ms", ".0f"),
+        ("queue_ms_median", "queue ms", ".0f"),
+        ("server_ms_median", "server ms", ".0f"),
         ("mean_merged", "merged/step", ".2f"),
-        ("ray_init_s", "ray.init s", ".1f"),
+        ("final_test_accuracy", "accuracy", ".3f"),
         ("startup_s", "start-up s", ".1f"),
         ("idle_ray_pss_gib", "idle Ray PSS GiB", ".2f"),
         ("peak_pss_gib", "peak PSS GiB", ".2f"),
@@ -195,42 +209,45 @@ def main(argv=None) -> int:
         ("failed", "failed", "d"),
         ("foreign_cpu_cores", "other load", ".2f"),
     ]
+    base = next((r["sps_train_seconds"] for r in rows if r["clients"] == 8 and r["clients_per_actor_requested"] == "auto"),
+                None)
+    for r in rows:
+        r["ratio_to_8"] = r["sps_train_seconds"] / base if base else None
     setup = {
+        "workload": "jobs/deprune.py defaults split over N clients: deprune 4 -> 128 over 2 + 1 epochs, "
+        f"{a.train_subset} training samples in total, batch 32, 500 test samples shared among the clients",
         "model": "vgg_small",
         "dataset": "fashion-mnist",
-        "method": "fixed",
-        "budget": 4,
-        "codec": "float32",
+        "train_subset": a.train_subset,
+        "epochs_per_budget": list(a.epochs),
         "shards": 1,
-        "per_client_samples": a.per_client,
-        "batch_size": a.batch_size,
-        "max_batches": a.per_client // a.batch_size,
-        "epochs": a.epochs,
-        "test_subset": a.test_subset,
         "cpu_cap": None,
         "quick": a.quick,
-        "malloc": "ClusterConfig.malloc per row: fast = MALLOC_ARENA_MAX=2 (freed memory kept for reuse), lean = "
-        "MALLOC_MMAP_THRESHOLD_=65536 (freed tensors back to the OS, page faults every step); auto = lean when "
-        "clients > 4 x CPUs",
+        "malloc": "ClusterConfig.malloc per row: fast = MALLOC_ARENA_MAX=2 and high mmap/trim thresholds (freed "
+        "memory kept for reuse); lean = MALLOC_MMAP_THRESHOLD_=65536 (freed tensors back to the OS, page faults "
+        "every step); auto = fast",
         "skipped": skipped,
         "memory": "peak over samples every interval s of the sum over the driver and all its descendant "
         "processes (the whole Ray session); PSS = no double counting of shared pages (headline), "
         "USS = private pages only (lower bound), RSS = double counts shared pages (upper bound); "
         "peaks of the three sums may come from different samples",
+        "sps": "training samples / summary train_seconds (after start-up, evaluation included)",
+        "ratio_to_8": "samples/s over the 8-client row's (target: 32 clients >= 0.8)",
         "sps_last_epoch": "samples of the last epoch / (last step end - first step start) over all clients",
+        "step_phases": "medians over the last epoch's StepRows (ms): exchange = activation handed over until "
+        "gradient held; queue = waiting at the shard; server = the shard's merged step",
         "startup_s": "summary startup_seconds: data load + actor creation until every actor is ready "
         "(ray.init not included: ray_init_s)",
-        "target": "32 clients <= 12 GB",
     }
     table = C.text_table(rows, cols)
     print()
     print(table)
     md = (
         "# Scaling: clients on one machine (1 shard)\n\n"
-        f"vgg_small, Fashion-MNIST, {a.per_client} samples per client, batch {a.batch_size}, "
-        f"{a.epochs} epoch(s), fixed B=4, float32, no CPU cap; fresh Ray per row. "
+        f"The job's defaults (vgg_small, Fashion-MNIST {a.train_subset} samples in total, deprune 4 -> 128 over "
+        f"{'+'.join(map(str, a.epochs))} epochs, batch 32) split over N clients; no CPU cap; fresh Ray per row. "
         "Memory: peak of the summed PSS (USS, RSS) of the driver and every Ray process, "
-        f"sampled every {a.interval} s. Target: 32 clients <= 12 GB.\n"
+        f"sampled every {a.interval} s. Target: 32 clients >= 0.8 x the 8-client samples/s.\n"
         f"Machine: {machine['cpu_count']} cores, {machine['memory_total_gib']} GiB, shared; created {C.now_iso()}.\n\n"
         + C.md_table(rows, cols)
     )

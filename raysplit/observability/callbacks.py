@@ -32,10 +32,11 @@ class ProgressBar(Callback):
     """A tqdm bar over every client's steps, moved per step as rows arrive, with the
     epoch, budget, loss and accuracy of the latest complete epoch."""
 
-    def __init__(self, total_steps: int, desc: str = "steps", enabled: bool = True) -> None:
+    def __init__(self, total_steps: int, desc: str = "steps", enabled: bool = True, file=None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
+                        file=file)
         self.post: dict[str, str] = {}
 
     def on_steps(self, rows: Sequence[Any]) -> None:

@@ -139,11 +139,17 @@ class RunWriter:
     # -- input ------------------------------------------------------------------
     def put(self, items: Iterable[Any]) -> None:
         """Rows, events and snapshots, in any mix (what the record buffer hands over)."""
-        steps = []
+        # In arrival order: an evaluation closes its epoch only after that epoch's steps
+        # (runs of step rows are handed on together).
+        steps: list[StepRow] = []
         for item in items:
             if isinstance(item, StepRow):
                 steps.append(item)
-            elif isinstance(item, EvalRow):
+                continue
+            if steps:
+                self._steps(steps)
+                steps = []
+            if isinstance(item, EvalRow):
                 self._eval(item)
             elif isinstance(item, Transition):
                 self.transitions.append({**item.__dict__, "time": time.time()})

@@ -22,8 +22,9 @@ def load_numpy_state(module: nn.Module, state: dict[str, np.ndarray]) -> None:
 
 
 def as_tensors(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """numpy -> tensors, so a file can be read with ``torch.load(weights_only=True)``."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    """numpy -> tensors, so a file can be read with ``torch.load(weights_only=True)``.
+    Arrays from Ray's object store are read-only views: those are copied."""
+    return {k: torch.from_numpy(np.array(v, copy=not v.flags.writeable, order="C")) for k, v in state.items()}
 
 
 def as_arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
