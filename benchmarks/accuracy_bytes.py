@@ -22,7 +22,6 @@ counted. Writes a JSON record and a markdown table and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -31,18 +30,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402  (puts the checkout's raysplit first on sys.path)
 
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 import raysplit  # noqa: E402
-from raysplit.cli import add_train_args, train_config_from_args  # noqa: E402
 from raysplit.config import TrainConfig  # noqa: E402
-from raysplit.local import run  # noqa: E402
+from raysplit.local import config_from_argv, parser, run  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+NAME = "accuracy_bytes"
+HERE = C.HERE
+ROOT = C.ROOT
 METHODS = ("none", "fixed", "deprune")
 QUICK = {"train_subset": 512, "test_subset": 256, "epochs": 2}
 
@@ -165,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for accuracy_bytes.json / .md")
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke check: {QUICK['train_subset']}/{QUICK['test_subset']} samples, "
-                    f"{QUICK['epochs']} epochs, results not written to --results unless given")
+                    f"{QUICK['epochs']} epochs (unless given explicitly), results written to --out-dir "
+                    "unless --results is given")
     a = ap.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
     explicit_results = any(t == "--results" or t.startswith("--results=") for t in given)
-    if a.quick:
-        a.train_subset, a.test_subset, a.epochs = QUICK["train_subset"], QUICK["test_subset"], QUICK["epochs"]
+    if a.quick:  # smaller defaults; sizes given on the command line still win
+        ap.set_defaults(**QUICK)
+        a = ap.parse_args(argv)
         if not explicit_results:
             a.results = a.out_dir
     methods = [m for m in a.methods.split(",") if m]
@@ -195,28 +197,27 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         out = a.out_dir / m
         margv = method_argv(m, a, low, high, out)
-        p = argparse.ArgumentParser()
-        add_train_args(p, default_out=str(out))
-        cfg = train_config_from_args(p.parse_args(margv))
+        # the configuration exactly as `python -m raysplit.local <margv>` builds it
+        cfg = config_from_argv(parser(), margv).replace(progress=sys.stderr.isatty())
         print(f"[{m}] python -m raysplit.local {shlex.join(margv)}", flush=True)
-        s = run(cfg, progress=sys.stderr.isatty())
-        ep = pq.read_table(out / "epochs.parquet").to_pylist()
-        total = s["bytes_up"] + s["bytes_down"]
+        s = run(cfg)
+        ep = sorted(pq.read_table(out / "epochs.parquet").to_pylist(), key=lambda e: e["epoch"])
+        total = s.bytes_up + s.bytes_down
         rows.append({
             "method": m,
-            "schedule": " + ".join(f"{b}x{e}" for b, e in zip(s["budgets"], s["epochs_per_budget"])),
-            "budgets": s["budgets"],
-            "epochs_per_budget": s["epochs_per_budget"],
-            "final_test_accuracy": s["final_test_accuracy"],
+            "schedule": " + ".join(f"{b}x{e}" for b, e in zip(s.budgets, s.epochs_per_budget)),
+            "budgets": s.budgets,
+            "epochs_per_budget": s.epochs_per_budget,
+            "final_test_accuracy": s.final_test_accuracy,
             "best_test_accuracy": max(e["test_accuracy"] for e in ep),
-            "bytes_up": s["bytes_up"],
-            "bytes_down": s["bytes_down"],
+            "bytes_up": s.bytes_up,
+            "bytes_down": s.bytes_down,
             "bytes_total": total,
-            "samples": s["samples"],
-            "bytes_up_per_sample": s["bytes_up"] / s["samples"],
-            "bytes_down_per_sample": s["bytes_down"] / s["samples"],
-            "wall_seconds": s["wall_seconds"],
-            "final_filter_on": None if s.get("final_filter") is None else sum(v > 0.5 for v in s["final_filter"]),
+            "samples": s.samples,
+            "bytes_up_per_sample": s.bytes_up / s.samples,
+            "bytes_down_per_sample": s.bytes_down / s.samples,
+            "wall_seconds": s.wall_seconds,
+            "final_filter_on": None if s.final_filter is None else sum(v > 0.5 for v in s.final_filter),
             "epochs": [
                 {k: e[k] for k in ("epoch", "budget", "lr", "train_loss", "test_accuracy", "bytes_up", "bytes_down")}
                 for e in ep
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             "run_dir": str(out),
             "local_command": "python -m raysplit.local " + shlex.join(margv),
         })
-        print(f"[{m}] acc {100 * s['final_test_accuracy']:.2f} %  bytes {fmt_bytes(total)}  "
-              f"{s['wall_seconds']:.0f} s", flush=True)
+        print(f"[{m}] acc {100 * s.final_test_accuracy:.2f} %  bytes {fmt_bytes(total)}  "
+              f"{s.wall_seconds:.0f} s", flush=True)
     none = next((r for r in rows if r["method"] == "none"), None)
     for r in rows:
         r["bytes_vs_none"] = None if none is None else r["bytes_total"] / none["bytes_total"]
@@ -257,12 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(rows, setup)
     print()
     print(md)
-    a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "accuracy_bytes.json").write_text(
-        json.dumps({"benchmark": "accuracy_bytes", "setup": setup, "results": rows}, indent=2) + "\n"
-    )
-    (a.results / "accuracy_bytes.md").write_text(md)
-    print(f"wrote {a.results / 'accuracy_bytes.json'} and {a.results / 'accuracy_bytes.md'}")
+    C.write_results(NAME, {"benchmark": NAME, "setup": setup, "results": rows}, md, a.results)
     return 0
 
 

@@ -44,7 +44,7 @@ def one_run(method: str, codec_spec: str, budget: int | None, batch: int, steps:
     from raysplit.config import SplitConfig, TrainConfig
     from raysplit.local import run
     from raysplit.training.client import SplitClient
-    from raysplit.training.run import load_data, resolve
+    from raysplit.training.setup import prepare
 
     out = tmp / f"{method}-{codec_spec}-{budget}-{batch}"
     cfg = TrainConfig(
@@ -57,18 +57,18 @@ def one_run(method: str, codec_spec: str, budget: int | None, batch: int, steps:
         test_subset=batch,
         max_batches=steps,
         out=str(out),
+        progress=False,
     )
     t = time.perf_counter()
-    s = run(cfg, progress=False)
+    s = run(cfg)
     wall = time.perf_counter() - t
-    st = pq.read_table(out / "steps.parquet").to_pylist()
-    rcfg = resolve(cfg, load_data(cfg)[0])
-    wire = SplitClient(rcfg.split).wire_shape  # (channels, H, W) on the wire
-    b = s["budgets"][0]
+    st = pq.read_table(out / "steps.parquet").to_pylist()  # one StepRow per step
+    wire = SplitClient(prepare(cfg).cfg.split).wire_shape  # (channels, H, W) on the wire
+    b = s.budgets[0]
     cc = codec.CodecConfig.parse(codec_spec)
     n_steps = len(st)
-    up_msg = s["bytes_up"] / n_steps
-    down_msg = s["bytes_down"] / n_steps
+    up_msg = s.bytes_up / n_steps
+    down_msg = s.bytes_down / n_steps
     payload = codec.payload_nbytes(batch, b, wire[1:], cc.encoding)
     row = {
         "method": method,
@@ -76,10 +76,10 @@ def one_run(method: str, codec_spec: str, budget: int | None, batch: int, steps:
         "budget": b,
         "batch": batch,
         "steps": n_steps,
-        "samples": s["samples"],
-        "up_B_per_sample": s["bytes_up"] / s["samples"],
-        "down_B_per_sample": s["bytes_down"] / s["samples"],
-        "up_vs_raw": s["bytes_up"] / s["samples"] / RAW,
+        "samples": s.samples,
+        "up_B_per_sample": s.bytes_up / s.samples,
+        "down_B_per_sample": s.bytes_down / s.samples,
+        "up_vs_raw": s.bytes_up / s.samples / RAW,
         "payload_B_per_msg": payload,
         "up_B_per_msg": up_msg,
         "down_B_per_msg": down_msg,
@@ -111,15 +111,17 @@ def one_run(method: str, codec_spec: str, budget: int | None, batch: int, steps:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 codecs, 4 steps")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 3 codecs, 4 steps, batch 16 (unless given explicitly)")
     ap.add_argument("--budgets", default="4,128")
     ap.add_argument("--batch-sizes", default="16,64", help="comma list (16 = the anchor's batch)")
     ap.add_argument("--steps", type=int, default=32, help="training steps per run")
     ap.add_argument("--codecs", default=",".join(CODECS))
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
-    if a.quick:
-        a.codecs, a.steps, a.batch_sizes = "float32,int8,float16+lz4", 4, "16"
+    if a.quick:  # smaller defaults; options given on the command line still win
+        ap.set_defaults(codecs="float32,int8,float16+lz4", steps=4, batch_sizes="16")
+        a = ap.parse_args(argv)
     budgets = [int(b) for b in a.budgets.split(",")]
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     codecs = [c for c in a.codecs.split(",") if c]

@@ -6,13 +6,15 @@ uncapped client ("none"); repeated interleaved. Per run, from the driver:
 
 * client CPU: CPU seconds of the client actor process (psutil) over ``Cluster.run``;
   utilisation = that / the run's wall time (must be <= the cap);
-* client-side time: sum of step latencies minus the shard's CPU time (the shard is
-  single-threaded and uncapped, so its CPU time is its compute time; what is left is
-  the client's forward/backward, its codec and any capping delay);
+* client-side time: sum of step latencies (the StepRows the run hands its callbacks)
+  minus the shard's CPU time (the shard is single-threaded and uncapped, so its CPU time
+  is its compute time; what is left is the client's forward/backward, its codec and any
+  capping delay);
 * client compute samples/s = samples / client-side time, and its ratio to the uncapped
   run (~0.4 expected at cap 0.4 if the client's compute is what is being capped);
 * the mechanism's own counters: ``cap_info`` (throttle CPU/slept seconds) and, for
-  cgroups, the cgroup's ``cpu.stat`` (periods, throttled periods, throttled time).
+  cgroups, the ``cpu.stat`` of the client process's cgroup (found through
+  ``/proc/<pid>/cgroup``): periods, throttled periods, throttled time.
 
 Also, if ``--testbed``: the paper's testbed shape, 8 clients each capped at 0.4 of a
 core, batch 16, 32 batches per epoch, with the module (B=4) and without (method none):
@@ -26,7 +28,6 @@ peak memory of the session.
 from __future__ import annotations
 
 import argparse
-import glob
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,7 @@ NAME = "cpu_cap"
 ANCHOR_8_SOURCES_SPS = 20.6
 ANCHOR_1_SOURCE_SPS = 21.5
 ANCHOR_PEAK_RSS_PER_SOURCE_GB = 2.1
+QUICK = {"repeats": 1, "steps": 8, "testbed_clients": 2, "testbed_batches": 4, "testbed_methods": "fixed"}
 
 
 def _cpu(pid: int) -> float:
@@ -63,12 +65,24 @@ def _find_pid(title: str) -> int | None:
 
 
 def _cgroup_stat(pid: int) -> dict | None:
-    """cpu.stat of the cgroup raysplit made for this client process (v1 or v2)."""
-    for path in glob.glob(f"/sys/fs/cgroup/cpu/raysplit/{pid}-c*/cpu.stat") + glob.glob(
-        f"/sys/fs/cgroup/raysplit/{pid}-c*/cpu.stat"
-    ):
+    """cpu.stat of the cgroup raysplit moved this client process into (v1 or v2), found
+    through /proc/<pid>/cgroup; None while the process is in no raysplit cgroup."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for ln in lines:
+        _, controllers, rel = ln.split(":", 2)
+        if "/raysplit/" not in rel + "/":
+            continue
+        if "cpu" in controllers.split(","):  # v1: the cpu hierarchy
+            path = Path("/sys/fs/cgroup/cpu") / rel.lstrip("/") / "cpu.stat"
+        elif controllers == "":  # v2: the unified hierarchy
+            path = Path("/sys/fs/cgroup") / rel.lstrip("/") / "cpu.stat"
+        else:
+            continue
         try:
-            return {k: int(v) for k, v in (ln.split() for ln in Path(path).read_text().splitlines() if ln.strip())}
+            return {k: int(v) for k, v in (s.split() for s in path.read_text().splitlines() if s.strip())}
         except (OSError, ValueError):
             continue
     return None
@@ -83,9 +97,9 @@ def _delta(a: dict | None, b: dict | None) -> dict | None:
 def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path) -> dict:
     import ray
 
-    from raysplit.config import SplitConfig, TrainConfig
-    from raysplit.runtime.cluster import Cluster
-    from raysplit.config.cluster import ClusterConfig
+    from raysplit.config import ClusterConfig, SplitConfig, TrainConfig
+    from raysplit.observability.callbacks import StepCollector
+    from raysplit.runtime.driver import Cluster
 
     cfg = TrainConfig(
         method="fixed",
@@ -97,10 +111,12 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
         test_subset=batch,
         max_batches=steps,
         out=str(tmp / "cap"),
+        progress=False,
     )
     cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=cap, cap_mechanism=mechanism, shard_threads=1)
-    cl = Cluster(cc)
-    cl.start(progress=False)
+    col = StepCollector()
+    cl = Cluster(cc, callbacks=[col])
+    cl.start()
     try:
         host = cl.hosts[0]
         cpid = cl.host_info[0]["pid"]
@@ -108,27 +124,26 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
         info0 = ray.get(host.cap_info.remote())
         cg0 = _cgroup_stat(cpid)
         c0, s0, t0 = _cpu(cpid), _cpu(spid) if spid else float("nan"), time.perf_counter()
-        cl.run(progress=False)
+        s = cl.run()
         c1, s1, t1 = _cpu(cpid), _cpu(spid) if spid else float("nan"), time.perf_counter()
         cg1 = _cgroup_stat(cpid)
         info1 = ray.get(host.cap_info.remote())
-        s = cl.summary()
     finally:
         cl.stop()
-    rows = cl.rows
-    n = s["samples"]
-    lat = sum(r["latency"] for r in rows)
+    rows = col.rows
+    n = s.samples
+    lat = sum(r.latency for r in rows)
     wall = t1 - t0
     client_cpu, shard_cpu = c1 - c0, s1 - s0
     client_side = lat - shard_cpu
     out = {
         "mechanism_requested": mechanism,
-        "mechanism": s["cap_mechanism"][0],
+        "mechanism": s.cap_mechanism[0],
         "cap": cap,
         "samples": n,
         "steps": len(rows),
         "e2e_sps": n / lat,
-        "step_ms_median": 1000 * C.median(r["latency"] for r in rows),
+        "step_ms_median": 1000 * C.median(r.latency for r in rows),
         "client_cpu_s": client_cpu,
         "client_cpu_ms_per_step": 1000 * client_cpu / len(rows),
         "client_util": client_cpu / wall,
@@ -136,8 +151,8 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
         "client_side_ms_per_step": 1000 * client_side / len(rows),
         "client_compute_sps": n / client_side,
         "run_wall_s": wall,
-        "startup_s": s["startup_seconds"],
-        "malloc": s.get("malloc"),
+        "startup_s": s.startup_seconds,
+        "malloc": s.malloc,
     }
     if info1.get("cpu_seconds") is not None:
         out["throttle_cpu_s"] = info1["cpu_seconds"] - (info0.get("cpu_seconds") or 0.0)
@@ -153,9 +168,9 @@ def cap_run(mechanism: str, cap: float | None, batch: int, steps: int, tmp: Path
 
 def testbed_run(method: str, cap: float, mechanism: str, clients: int, batch: int, steps: int, epochs: int,
                 tmp: Path) -> dict:
-    from raysplit.config import SplitConfig, TrainConfig
-    from raysplit.runtime.cluster import Cluster
-    from raysplit.config.cluster import ClusterConfig
+    from raysplit.config import ClusterConfig, SplitConfig, TrainConfig
+    from raysplit.observability.callbacks import StepCollector
+    from raysplit.runtime.driver import Cluster
 
     cfg = TrainConfig(
         method=method,
@@ -167,53 +182,58 @@ def testbed_run(method: str, cap: float, mechanism: str, clients: int, batch: in
         test_subset=batch,
         max_batches=steps,
         out=str(tmp / "testbed"),
+        progress=False,
     )
     cc = ClusterConfig(train=cfg, clients=clients, shards=1, client_cpu=cap, cap_mechanism=mechanism)
     mon = C.Monitor(interval=1.0).start()
-    cl = Cluster(cc)
+    col = StepCollector()
+    cl = Cluster(cc, callbacks=[col])
     try:
-        cl.start(progress=False)
+        cl.start()
         try:
-            cl.run(progress=False)
-            s = cl.summary()
+            s = cl.run()
         finally:
             cl.stop()
     finally:
         mem = mon.stop()
-    rows = cl.rows
-    span = max(r["t"] for r in rows) - min(r["t"] - r["latency"] for r in rows)
+    rows = col.rows
+    # a StepRow's time is seconds since the run started at the step's end
+    span = max(r.time for r in rows) - min(r.time - r.latency for r in rows)
     per_client = {}
     for r in rows:
-        per_client.setdefault(r["client"], []).append(r)
+        per_client.setdefault(r.client, []).append(r)
     return {
         "method": method,
-        "budget": s["budgets"][0],
+        "budget": s.budgets[0],
         "clients": clients,
         "cap": cap,
-        "mechanism": ",".join(s["cap_mechanism"]),
-        "malloc": s.get("malloc"),
+        "mechanism": ",".join(s.cap_mechanism),
+        "malloc": s.malloc,
         "batch": batch,
         "batches_per_epoch": steps,
         "epochs": epochs,
-        "samples": s["samples"],
-        "total_sps": s["samples"] / span,
-        "total_sps_train_seconds": s["samples"] / s["train_seconds"],
+        "samples": s.samples,
+        "steps": len(rows),
+        "total_sps": s.samples / span,
+        "total_sps_train_seconds": s.samples / s.train_seconds,
         "per_client_sps_median": C.median(
-            sum(r["samples"] for r in rs) / sum(r["latency"] for r in rs) for rs in per_client.values()
+            sum(r.samples for r in rs) / sum(r.latency for r in rs) for rs in per_client.values()
         ),
-        "startup_s": s["startup_seconds"],
-        "bytes_up_per_sample": s["bytes_up"] / s["samples"],
+        "startup_s": s.startup_seconds,
+        "bytes_up_per_sample": s.bytes_up / s.samples,
         "peak_pss_gib": mem["peak_pss_gib"],
         "peak_rss_gib": mem["peak_rss_gib"],
         "foreign_cpu_cores": mem["foreign_cpu_cores"],
-        "failed": len(s["failed_clients"]),
+        "failed": len(s.failed_clients),
         "anchor_total_sps": ANCHOR_8_SOURCES_SPS if clients == 8 else None,
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 8 steps, small testbed")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 repeat, 8 steps, testbed of 2 clients x 4 batches, method fixed (unless "
+                    "given explicitly)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40, help="training steps per single-client run")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -228,8 +248,9 @@ def main(argv=None) -> int:
                     help="before each run wait up to this many s for other processes to go quiet (0 = never)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
-    if a.quick:
-        a.repeats, a.steps, a.testbed_clients, a.testbed_batches, a.testbed_methods = 1, 8, 2, 4, "fixed"
+    if a.quick:  # smaller defaults; options given on the command line still win
+        ap.set_defaults(**QUICK)
+        a = ap.parse_args(argv)
 
     import ray
 

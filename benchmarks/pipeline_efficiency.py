@@ -38,22 +38,6 @@ import _common as C  # noqa: E402
 NAME = "pipeline_efficiency"
 
 
-class StepCollector:
-    """A run callback that keeps every StepRow (raysplit.observability.callbacks)."""
-
-    def __init__(self) -> None:
-        from raysplit.observability.callbacks import Callback
-
-        self.rows: list = []
-        collector = self
-
-        class _Cb(Callback):
-            def on_steps(self, rows):
-                collector.rows.extend(rows)
-
-        self.callback = _Cb()
-
-
 def epoch_span_seconds(rows: list) -> float:
     """Sum over epochs of (last step end - first step start); ``time`` is a step's end."""
     by_epoch: dict[int, list] = {}
@@ -110,10 +94,12 @@ def session_usage() -> tuple[float, int]:
 def run_local(cfg) -> dict:
     from raysplit.local import run
 
+    from raysplit.observability.callbacks import StepCollector
+
     col = StepCollector()
     c0, f0 = C.psutil.Process().cpu_times(), minor_faults(C.os.getpid())
     t = time.perf_counter()
-    s = run(cfg, callbacks=[col.callback])
+    s = run(cfg, callbacks=[col])
     wall = time.perf_counter() - t
     c1, f1 = C.psutil.Process().cpu_times(), minor_faults(C.os.getpid())
     out = measure(col.rows, s.samples, skip=3)
@@ -147,8 +133,10 @@ def run_cluster(cfg, threads: int, variant: str = "auto") -> dict:
     malloc, spin = parse_variant(variant)
     cc = ClusterConfig(train=cfg, clients=1, shards=1, client_cpu=None, cap_mechanism="none", shard_threads=threads,
                        malloc=malloc, openmp_spin=spin)
+    from raysplit.observability.callbacks import StepCollector
+
     col = StepCollector()
-    cl = Cluster(cc, callbacks=[col.callback])
+    cl = Cluster(cc, callbacks=[col])
     t = time.perf_counter()
     cl.start()
     try:

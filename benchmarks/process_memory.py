@@ -81,11 +81,13 @@ stages.append(("+ SplitClient built", rollup()))
 server = SplitServer(cfg)
 x = np.random.default_rng(0).random((32, 1, 32, 32), dtype=np.float32)
 for _ in range(3):
-    downs, _ = server.train_step([client.forward(x, np.arange(32) % 10)])
-    client.backward(downs[0])
+    (res,) = server.train_step([client.forward(x, np.arange(32) % 10)], 0.01)
+    client.backward(res.grad)
 stages.append(("+ SplitServer, 3 steps", rollup()))
-# What raysplit avoids, for comparison: torch.optim (imports torch._dynamo) and a
-# backward with an explicit gradient tensor (autograd imports sympy to check its shape).
+# What raysplit avoids, for comparison: a torch.optim.Optimizer (building one imports
+# torch._dynamo; raysplit's SGD holds its own parameter groups and calls torch's functional
+# torch.optim.sgd.sgd) and a backward with an explicit gradient tensor (autograd imports
+# sympy to check its shape).
 w = torch.ones(3, requires_grad=True)
 (w * 2).backward(torch.ones(3))
 stages.append(("+ backward(gradient) (avoided)", rollup()))

@@ -42,22 +42,6 @@ from raysplit.config.cluster import MALLOC_MODES  # noqa: E402
 NAME = "scaling"
 
 
-class StepCollector:
-    """A run callback that keeps every StepRow (raysplit.observability.callbacks)."""
-
-    def __init__(self) -> None:
-        from raysplit.observability.callbacks import Callback
-
-        self.rows: list = []
-        collector = self
-
-        class _Cb(Callback):
-            def on_steps(self, rows):
-                collector.rows.extend(rows)
-
-        self.callback = _Cb()
-
-
 def last_epoch_span(rows: list) -> tuple[int, float]:
     """(samples, seconds) of the last epoch: first step start to last step end, all clients."""
     last = max(r.epoch for r in rows)
@@ -75,12 +59,14 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path) -> dict:
     cfg = TrainConfig(train_subset=a.train_subset, epochs_per_budget=a.epochs, out=str(tmp / f"c{clients}"),
                       progress=False)
     cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc)
+    from raysplit.observability.callbacks import StepCollector
+
     col = StepCollector()
     mon = C.Monitor(interval=a.interval).start()
     try:
         init_s = C.ray_init_quiet()
         mem_idle = mon.sample()
-        cl = Cluster(cc, callbacks=[col.callback])
+        cl = Cluster(cc, callbacks=[col])
         t0 = time.perf_counter()
         cl.start()
         started = mon.sample()

@@ -7,7 +7,7 @@ only check that every script still runs and records its columns (no timing asser
 from __future__ import annotations
 
 import json
-import os
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +19,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     r = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--out-dir", str(tmp_path), *args],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (tmp_path / f"{script}.md").exists()
     return json.loads((tmp_path / f"{script}.json").read_text())
@@ -53,6 +52,94 @@ def test_scaling_quick(tmp_path):
     assert rows == [(1, 1, 1), (4, 1, 4), (4, 2, 2)]
     for r in res["rows"]:
         assert r["failed"] == 0 and r["samples"] > 0 and r["peak_pss_gib"] > r["idle_ray_pss_gib"] > 0
+
+
+@pytest.mark.slow
+def test_bytes_per_sample_quick(tmp_path):
+    res = run_bench("bytes_per_sample", tmp_path, "--quick", "--budgets", "4", "--codecs", "float32,int8,float16+lz4")
+    rows = {(r["method"], r["codec"]): r for r in res["rows"]}
+    assert set(rows) == {("none", "float32"), ("fixed", "float32"), ("fixed", "int8"), ("fixed", "float16+lz4")}
+    for r in rows.values():
+        assert r["batch"] == 16 and r["steps"] == 4 and r["samples"] == 64
+        assert r["up_B_per_sample"] > 0 and r["down_B_per_sample"] > 0
+    assert rows["none", "float32"]["budget"] == 128 and rows["fixed", "int8"]["budget"] == 4
+    for key in (("none", "float32"), ("fixed", "float32"), ("fixed", "int8")):  # uncompressed: exact sizes
+        assert rows[key]["up_exact"] and rows[key]["down_exact"]
+    assert "up_exact" not in rows["fixed", "float16+lz4"]
+    assert rows["fixed", "int8"]["up_B_per_sample"] < rows["fixed", "float32"]["up_B_per_sample"]
+    assert rows["fixed", "float32"]["up_vs_none"] < 0.05 and rows["none", "float32"]["up_vs_none"] == 1.0
+
+
+@pytest.mark.slow
+def test_select_lr_quick(tmp_path):
+    res = run_bench("select_lr", tmp_path, "--quick")
+    assert [r["gamma"] for r in res["rows"]] == [1.0, 3.0]
+    for r in res["rows"]:
+        assert r["budget"] == [4, 128] and len(r["test_accuracy"]) == 2
+        # selectLr: lr x gamma in the first (l_k = 1) epoch after the transition
+        assert r["lr"] == pytest.approx([0.01, 0.01 * r["gamma"]])
+        assert r["final_test_accuracy"] == pytest.approx(r["test_accuracy"][-1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_accuracy_bytes_quick(tmp_path):
+    res = run_bench("accuracy_bytes", tmp_path, "--quick", "--train-subset", "128", "--test-subset", "64")
+    rows = {r["method"]: r for r in res["results"]}
+    assert list(rows) == ["none", "fixed", "deprune"]
+    assert res["setup"]["train_subset"] == 128 and res["setup"]["epochs"] == 2
+    assert rows["none"]["budgets"] == [128] and rows["fixed"]["budgets"] == [4]
+    assert rows["deprune"]["budgets"] == [4, 128] and rows["deprune"]["epochs_per_budget"] == [1, 1]
+    for r in rows.values():
+        assert r["samples"] == 2 * 128 and len(r["epochs"]) == 2
+        assert r["bytes_total"] == r["bytes_up"] + r["bytes_down"] == sum(e["bytes_up"] + e["bytes_down"]
+                                                                          for e in r["epochs"])
+        assert (tmp_path / r["method"] / "summary.json").exists()
+    assert rows["none"]["bytes_vs_none"] == 1.0
+    assert rows["fixed"]["bytes_vs_none"] < rows["deprune"]["bytes_vs_none"] < 1.0
+    assert rows["fixed"]["final_filter_on"] is not None and rows["none"]["final_filter_on"] is None
+
+
+@pytest.mark.slow
+def test_cpu_cap_quick(tmp_path):
+    res = run_bench("cpu_cap", tmp_path, "--quick", "--quiet-wait", "0", "--caps", "0.4", "--testbed-batches", "2")
+    mechs = ["cgroup", "throttle"] if res["machine"]["cgroup_writable"] else ["throttle"]
+    assert [(r["mechanism_requested"], r["cap"]) for r in res["runs"]] == [("none", None)] + [(m, 0.4) for m in mechs]
+    for r in res["runs"]:
+        assert r["steps"] == 8 and r["samples"] == 8 * 16
+        assert r["mechanism"] == ("none" if r["cap"] is None else r["mechanism_requested"])
+        assert r["client_cpu_s"] > 0 and r["client_compute_sps"] > 0 and r["e2e_sps"] > 0
+    by = {r["mechanism_requested"]: r for r in res["runs"]}
+    assert by["throttle"]["throttle_cpu_s"] > 0 and by["throttle"]["throttle_slept_s"] >= 0
+    if "cgroup" in by:  # the cgroup's own counters were read
+        assert by["cgroup"]["cg_nr_periods"] > 0 and "throttle_cpu_s" not in by["cgroup"]
+    assert "cg_nr_periods" not in by["none"] and "throttle_cpu_s" not in by["none"]
+    assert [r["cap"] for r in res["rows"]] == ["none"] + [0.4] * len(mechs)
+    (tb,) = res["testbed"]
+    assert tb["clients"] == 2 and tb["samples"] == 2 * 2 * 16 and tb["steps"] == 4 and tb["failed"] == 0
+    assert tb["mechanism"] == mechs[0] and tb["total_sps"] > 0 and tb["peak_pss_gib"] > 0
+
+
+@pytest.mark.slow
+def test_pipeline_phases_quick(tmp_path):
+    res = run_bench("pipeline_phases", tmp_path, "--quick", "--quiet-wait", "0")
+    rows = {r["run"]: r for r in res["rows"]}
+    assert list(rows) == ["local", "cluster (default)"]
+    assert res["setup"]["cluster"]["default"]["clients"] == 1
+    for r in rows.values():
+        assert r["steps"] == 5  # 10 steps, the first 5 skipped
+        for k in ("fwd", "queue", "server", "transport", "bwd", "rest", "between", "step"):
+            assert math.isfinite(r[k]), (r["run"], k)
+        assert r["fwd"] > 0 and r["server"] > 0 and r["bwd"] > 0
+    assert rows["local"]["queue"] == 0.0
+
+
+def test_pipeline_phases_variants():
+    from pipeline_phases import variant_argv
+
+    assert variant_argv("default") == []
+    assert variant_argv("openmp-spin=0+malloc=lean") == ["--openmp-spin", "0", "--malloc", "lean"]
+    with pytest.raises(ValueError, match="expected default or option=value"):
+        variant_argv("pool-threads")
 
 
 @pytest.mark.slow

@@ -51,3 +51,17 @@ class ProgressBar(Callback):
 
     def on_run_end(self, summary: Any) -> None:
         self.bar.close()
+
+
+class StepCollector(Callback):
+    """Keeps every StepRow and EpochRow of a run in memory (benchmarks, notebooks)."""
+
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+        self.epochs: list[Any] = []
+
+    def on_steps(self, rows: Sequence[Any]) -> None:
+        self.rows.extend(rows)
+
+    def on_epoch(self, row: Any) -> None:
+        self.epochs.append(row)

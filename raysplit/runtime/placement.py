@@ -14,8 +14,7 @@ import math
 # at the price of tens of thousands of page faults per step (25-55 % slower steps,
 # benchmarks/pipeline_efficiency.py). "fast": two arenas (bounded growth) and high
 # mmap/trim thresholds, so activations reuse heap memory step after step without page
-# faults; an idle client's heap is handed back with malloc_trim instead (see
-# runtime/memory.py), once, when it starts waiting.
+# faults. Memory per tenant is bounded by grouping clients into processes (hosting).
 MALLOC_ENV = {
     "lean": {"MALLOC_MMAP_THRESHOLD_": "65536"},
     "fast": {

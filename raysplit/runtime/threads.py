@@ -16,6 +16,6 @@ def compute_thread(name: str, threads: int) -> ThreadPoolExecutor:
     actor's pool threads, or a model built on the main thread, creates extra teams. Once
     a process holds more team threads than CPUs, libgomp cuts its spin between parallel
     regions to 100 iterations and every op waits for a futex wake-up: 2-thread steps took
-    70 ms instead of 58 (``benchmarks/pipeline_phases.py``, variant pool-threads).
+    70 ms instead of 58 (measured with the earlier actors, which did exactly that).
     """
     return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=torch.set_num_threads, initargs=(threads,))
