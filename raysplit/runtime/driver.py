@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import ray
 
 from raysplit.config.cluster import ClusterConfig
-from raysplit.data import batches, num_batches, partition
+from raysplit.data import num_batches, partition
 from raysplit.observability.callbacks import Callback, ProgressBar
 from raysplit.records.rows import Summary
 from raysplit.records.writer import RunWriter
@@ -29,17 +28,10 @@ from raysplit.runtime.actors.buffer import RecordBufferActor
 from raysplit.runtime.actors.client_host import ClientActor, ClientSpec, LoopSettings
 from raysplit.runtime.actors.scheduler import SchedulerActor
 from raysplit.runtime.actors.shard import ShardActor
-from raysplit.runtime.coordinator import ClientFailed
 from raysplit.runtime.placement import actor_env, client_num_cpus, hosting, malloc_mode, shard_of
 from raysplit.training.setup import prepare, test_share
 
 POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class ClientFailure:
-    client: int
-    error: str
 
 
 class Cluster:
