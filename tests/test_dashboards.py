@@ -310,7 +310,8 @@ def test_every_panel_query_returns_data_from_real_prometheus(dash, tmp_path):
         clients, shards = [f"c{i}-{tag}" for i in range(2)], [f"s0-{tag}"]
         rec = Recorder()
         assert rec.enabled
-        rec.transition()
+        tenant = f"t-{tag}"
+        rec.transition(tenant=tenant)
         exprs = list(_exprs(dash))
         pending = {e for _, e in exprs}
         session = None
@@ -321,11 +322,11 @@ def test_every_panel_query_returns_data_from_real_prometheus(dash, tmp_path):
             step += 1
             for i, c in enumerate(clients):
                 rec.step(c, bytes_up=1000 + i, bytes_down=500, samples=16,
-                         latency_s=0.01 * (1 + step % 5), loss=1.0 / step)
-                rec.budget(c, 4 if step < 10 else 128)
-                rec.accuracy(c, min(1.0, 0.05 * step))
-            rec.queue_depth(shards[0], step % 3)
-            rec.shard_batch(shards[0], 1 + step % 4)
+                         latency_s=0.01 * (1 + step % 5), loss=1.0 / step, tenant=tenant)
+                rec.budget(c, 4 if step < 10 else 128, tenant=tenant)
+                rec.accuracy(c, min(1.0, 0.05 * step), tenant=tenant)
+            rec.queue_depth(shards[0], step % 3, tenant=tenant)
+            rec.shard_batch(shards[0], 1 + step % 4, tenant=tenant)
             time.sleep(0.5)
             if step % 2:
                 continue
