@@ -27,7 +27,7 @@ from raysplit.config.split import SplitConfig
 from raysplit.data import ArrayDataset, batches
 from raysplit.training.client import SplitClient
 from raysplit.training.server import SplitServer
-from raysplit.training.state import as_arrays, as_tensors
+from raysplit.training.state import as_arrays, as_tensors, read_state_file
 from raysplit.transport.inprocess import InProcessTransport
 
 FORMAT = "raysplit-model"
@@ -98,13 +98,7 @@ def load_model(path: str | Path, client: int | None = None, device: str = "cpu")
     """Rebuild the split model saved at ``path`` with ``client``'s head (default: the
     lowest client id in the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a raysplit model file")
-    if data["version"] != VERSION:
-        raise ValueError(f"{path}: model file version {data['version']}; this raysplit reads version {VERSION}")
+    data = read_state_file(path, FORMAT, VERSION, "model file")
     split = SplitConfig(**{**data["split"], "input_shape": tuple(data["split"]["input_shape"])})
     heads = data["heads"]
     ids = tuple(sorted(int(c) for c in heads))

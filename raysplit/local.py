@@ -73,7 +73,7 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
     loop = ClientLoop(
         client=client, train=prep.train, test=prep.test, plan=plan, transport=InProcessTransport(server),
         scheduler=LocalScheduler(core, server, writer), sink=writer, identity=identity, shard=0,
-        batch_size=cfg.batch_size, seed=cfg.split.seed, max_batches=cfg.max_batches, t0=t0,
+        batch_size=cfg.batch_size, seed=cfg.split.seed, t0=t0,
     )
     startup = time.perf_counter() - t_start
     t_train = time.perf_counter()

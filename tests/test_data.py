@@ -494,3 +494,15 @@ def test_batches_drop_last_and_max_batches():
         batches(ds, 0, shuffle=False, seed=0)  # checked at call time, not at first next()
     with pytest.raises(ValueError, match="max_batches"):
         batches(ds, 4, shuffle=False, seed=0, max_batches=-1)
+
+
+def test_batches_from_a_start_batch_continue_the_same_order():
+    ds = _toy()
+    whole = list(batches(ds, 5, shuffle=True, seed=3, epoch=2))
+    tail = list(batches(ds, 5, shuffle=True, seed=3, epoch=2, start=2, max_batches=4))
+    assert len(tail) == 2
+    for (x1, y1), (x2, y2) in zip(whole[2:4], tail):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    with pytest.raises(ValueError, match="start"):
+        batches(ds, 5, shuffle=True, seed=0, start=-1)

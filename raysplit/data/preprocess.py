@@ -10,7 +10,7 @@ import numpy as np
 
 from .locate import CorruptDatasetError
 
-__all__ = ["Normalization", "stratified_subset", "resize", "normalise", "images_to_array", "pad_or_resize"]
+__all__ = ["Normalization", "stratified_subset", "take_subset", "resize", "normalise", "images_to_array", "pad_or_resize"]
 
 #: Per-channel ``((mean, ...), (std, ...))`` of the [0, 1]-scaled pixels, used as ``(x - mean) / std``.
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
@@ -36,6 +36,13 @@ def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.nd
     chosen = [rng.choice(np.flatnonzero(inverse == k), size=int(t), replace=False)
               for k, t in enumerate(take) if t > 0]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def take_subset(data: np.ndarray, labels: np.ndarray, limit: int | None,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, labels)`` cut to :func:`stratified_subset`'s samples (unchanged for all)."""
+    sel = stratified_subset(labels, limit, seed)
+    return (data, labels) if sel is None else (data[sel], labels[sel])
 
 
 def resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from raysplit.training.state import read_state_file
+
 FORMAT = "raysplit-checkpoint"
 VERSION = 1
 
@@ -39,12 +41,4 @@ def save_checkpoint(path: str | Path, snapshot) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     """The state saved in the checkpoint folder ``path``."""
-    f = Path(path) / "state.pt"
-    if not f.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (expected {f})")
-    data = torch.load(f, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{f} is not a raysplit checkpoint")
-    if data["version"] != VERSION:
-        raise ValueError(f"{f}: checkpoint version {data['version']}; this raysplit reads version {VERSION}")
-    return data
+    return read_state_file(Path(path) / "state.pt", FORMAT, VERSION, "checkpoint")

@@ -90,8 +90,8 @@ class Cluster:
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every,
         )
         self.client_num_cpus = client_num_cpus(cc.client_cpu, cc.clients, cpus, cc.shard_cpus, cc.shards)
-        settings = LoopSettings(cfg.dataset, train.num_classes, cfg.batch_size, split.seed, cfg.max_batches,
-                                self.t0, cc.fail_client)
+        settings = LoopSettings(cfg.dataset, train.num_classes, cfg.batch_size, split.seed, self.t0,
+                                cc.fail_client)
         client_split = split.replace(torch_threads=split.torch_threads or 1)
         self.clients_per_actor = k = hosting(cc.clients_per_actor, cc.clients, cpus)
         self.hosts, self.host_of = [], {}

@@ -17,7 +17,6 @@ asked for) until the directive is "done".
 from __future__ import annotations
 
 import contextlib
-import itertools
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -125,7 +124,8 @@ class ClientLoop:
         sink: where its rows go.
         identity: the run's identity.
         shard: the shard it trains against (recorded).
-        batch_size, seed, max_batches: batching (the order depends only on seed and epoch).
+        batch_size, seed: batching (the order depends only on seed and epoch; how many steps
+            an epoch has is the policy's: its directives say which).
         t0: the run's start (``time.time()``), so rows carry seconds since it.
         cap: CPU cap (``compute()`` context, ``pace()`` between steps); None = uncapped.
         metrics: a ``Recorder`` (Prometheus); None = none.
@@ -144,7 +144,6 @@ class ClientLoop:
     shard: int
     batch_size: int
     seed: int
-    max_batches: int | None
     t0: float
     cap: Any = None
     metrics: Any = None
@@ -191,13 +190,13 @@ class ClientLoop:
         c.set_budget(d.budget)
         c.set_lr(d.lr)
         cap = self.cap or _NoCap()
-        it = batches(self.train, self.batch_size, shuffle=True, seed=self.seed, epoch=d.epoch,
-                     max_batches=self.max_batches)
         start, stop = d.steps
+        it = batches(self.train, self.batch_size, shuffle=True, seed=self.seed, epoch=d.epoch,
+                     max_batches=stop, start=start)  # the policy's steps are within the epoch
         t_seg = time.perf_counter()
         lat, n, loss_sum, up, down = [], 0, 0.0, 0, 0
         self.epoch = d.epoch
-        for i, (x, y) in enumerate(itertools.islice(it, start, stop), start=start):
+        for i, (x, y) in enumerate(it, start=start):
             t = time.perf_counter()
             ex, reg, times = train_step(c, self.transport, x, y, lr=d.lr, phase=d.phase, compute=cap.compute)
             cap.pace()

@@ -1,7 +1,9 @@
-"""Model state as numpy arrays (what crosses Ray fast and what averaging works on), and a
-private random-number stream per half of the network."""
+"""Model state as numpy arrays (what crosses Ray fast and what averaging works on), a
+private random-number stream per half of the network, and the reader of saved state files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +21,19 @@ def load_numpy_state(module: nn.Module, state: dict[str, np.ndarray]) -> None:
     if missing or extra:
         raise ValueError(f"state does not fit the module: missing {missing[:5]}, unexpected {extra[:5]}")
     module.load_state_dict({k: torch.as_tensor(np.asarray(v)).to(own[k].dtype) for k, v in state.items()})
+
+
+def read_state_file(path: Path, fmt: str, version: int, what: str) -> dict:
+    """A dict saved by ``torch.save`` with ``{"format": fmt, "version": version, ...}``,
+    loaded with ``weights_only=True``; anything else is a clear error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{path} is not a raysplit {what}")
+    if data["version"] != version:
+        raise ValueError(f"{path}: {what} version {data['version']}; this raysplit reads version {version}")
+    return data
 
 
 def as_tensors(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

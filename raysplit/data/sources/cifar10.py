@@ -12,7 +12,7 @@ import numpy as np
 
 from ..arrays import ArrayDataset
 from ..locate import CorruptDatasetError, find_root_with
-from ..preprocess import images_to_array, stratified_subset
+from ..preprocess import images_to_array, take_subset
 from ..spec import DatasetSpec
 
 __all__ = ["SPEC", "load_cifar10"]
@@ -63,9 +63,7 @@ def load_cifar10(
         raise CorruptDatasetError(f"{root / _FOLDER}: cannot parse ({type(e).__name__}: {e})") from e
     data = np.asarray(ds.data)  # (N, 32, 32, 3) uint8
     targets = np.asarray(ds.targets, dtype=np.int64)
-    sel = stratified_subset(targets, limit, seed)
-    if sel is not None:
-        data, targets = data[sel], targets[sel]
+    data, targets = take_subset(data, targets, limit, seed)
     x = images_to_array(data.transpose(0, 3, 1, 2), spec.normalization, spec.name, 1.0 / 255.0, image_size)
     return ArrayDataset(spec.name, x, targets, spec.num_classes, tuple(ds.classes))
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..arrays import ArrayDataset
-from ..preprocess import images_to_array, stratified_subset
+from ..preprocess import images_to_array, take_subset
 from ..spec import DatasetSpec
 
 __all__ = ["SPEC", "load_digits"]
@@ -26,9 +26,7 @@ def load_digits(
 ) -> ArrayDataset:
     """Load a split (``data_dir`` is ignored: scikit-learn ships the data)."""
     images, labels = _split(split)
-    sel = stratified_subset(labels, limit, seed)
-    if sel is not None:
-        images, labels = images[sel], labels[sel]
+    images, labels = take_subset(images, labels, limit, seed)
     x = images_to_array(images, spec.normalization, spec.name, 1.0 / 16.0, image_size)
     return ArrayDataset(spec.name, x, labels, spec.num_classes, spec.classes)
 

@@ -22,7 +22,7 @@ from ..locate import (
     first_existing,
     not_dir,
 )
-from ..preprocess import pad_or_resize, stratified_subset
+from ..preprocess import pad_or_resize, take_subset
 from ..spec import DatasetSpec
 
 __all__ = ["load_gray28"]
@@ -51,9 +51,7 @@ def load_gray28(
         raise CorruptDatasetError(
             f"{spec.name}: labels outside 0..{spec.num_classes - 1} (min {labels.min()}, max {labels.max()})"
         )
-    sel = stratified_subset(labels, limit, seed)
-    if sel is not None:
-        images, labels = images[sel], labels[sel]
+    images, labels = take_subset(images, labels, limit, seed)
     x = pad_or_resize(images, spec.normalization, spec.name, image_size)
     return ArrayDataset(spec.name, x, labels, spec.num_classes, spec.classes)
 

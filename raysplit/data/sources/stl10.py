@@ -12,7 +12,7 @@ import numpy as np
 
 from ..arrays import ArrayDataset
 from ..locate import CorruptDatasetError, find_root_with
-from ..preprocess import images_to_array, stratified_subset
+from ..preprocess import images_to_array, take_subset
 from ..spec import DatasetSpec
 
 __all__ = ["SPEC", "load_stl10"]
@@ -58,9 +58,7 @@ def load_stl10(
     labels = np.asarray(ds.labels, dtype=np.int64)
     if len(labels) != len(data):
         raise CorruptDatasetError(f"{root / _FOLDER}: {len(data)} images but {len(labels)} labels")
-    sel = stratified_subset(labels, limit, seed)
-    if sel is not None:
-        data, labels = data[sel], labels[sel]
+    data, labels = take_subset(data, labels, limit, seed)
     classes = tuple(getattr(ds, "classes", ()) or spec.classes)
     x = images_to_array(data, spec.normalization, spec.name, 1.0 / 255.0, image_size)
     return ArrayDataset(spec.name, x, labels, spec.num_classes, classes)

@@ -52,7 +52,7 @@ class LoopSettings:
 
     Args:
         dataset, num_classes: the data set's name and classes.
-        batch_size, seed, max_batches: batching.
+        batch_size, seed: batching.
         t0: the run's start (time.time()).
         fail_client: test hook (client, epoch) that raises there.
     """
@@ -61,7 +61,6 @@ class LoopSettings:
     num_classes: int
     batch_size: int
     seed: int
-    max_batches: int | None
     t0: float
     fail_client: tuple[int, int] | None = None
 
@@ -121,7 +120,7 @@ class ClientHost:
             self.loops[c] = ClientLoop(
                 client=client, train=train, test=test, plan=plan, transport=RayShardTransport(spec.shard),
                 scheduler=sched, sink=sink, identity=identity, shard=spec.shard_id,
-                batch_size=settings.batch_size, seed=settings.seed, max_batches=settings.max_batches,
+                batch_size=settings.batch_size, seed=settings.seed,
                 t0=settings.t0, cap=shared, metrics=metrics, fail_at_epoch=fail,
             )
 
