@@ -1,0 +1,1 @@
+"""Network models for edge emulation and split inference: channels, links, media, traces."""
