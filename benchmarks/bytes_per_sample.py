@@ -31,9 +31,9 @@ NAME = "bytes_per_sample"
 ANCHOR_UP_B4 = 1129  # authors' framework, B=4, batch 16, bytes/sample up
 RAW = 32768  # 128 x 8 x 8 float32 per sample
 CODECS = (
-    "float32", "float16", "int8",
-    "float32+lz4", "float16+lz4", "int8+lz4",
-    "float32+zstd", "float16+zstd", "int8+zstd",
+    "float32", "float16", "int8", "uint8",
+    "float32+lz4", "float16+lz4", "int8+lz4", "uint8+lz4",
+    "float32+zstd", "float16+zstd", "int8+zstd", "uint8+zstd",
 )
 
 
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         "budgets": budgets,
         "codecs": codecs,
         "quick": a.quick,
-        "up": "activation messages incl. header, indices, int8 scales and int32 labels",
+        "up": "activation messages incl. header, indices, int8 scales / uint8 scale and zero point, int32 labels",
         "down": "gradient messages incl. header, indices, int8 scales",
         "payload": "codec.payload_nbytes(N, B, (8, 8), encoding): values only",
         "anchor_up_B_per_sample_at_B4_batch16": ANCHOR_UP_B4,

@@ -58,12 +58,21 @@ def _int8_scale(x):
     return np.abs(x.astype(np.float64)).max(axis=axes) / 127.0
 
 
+def _uint8_scale(x):
+    """The per-tensor step of uint8: the range widened to include 0, over 255."""
+    x = x.astype(np.float64)
+    return (max(x.max(), 0.0) - min(x.min(), 0.0)) / 255.0
+
+
 def _check_values(enc, x, got):
     assert got.dtype == np.float32 and got.shape == x.shape
     if enc == "float32":
         np.testing.assert_array_equal(got, x.astype(np.float32))
     elif enc == "float16":
         np.testing.assert_array_equal(got, x.astype(np.float16).astype(np.float32))
+    elif enc == "uint8":
+        err = np.abs(x.astype(np.float64) - got.astype(np.float64))
+        assert np.all(err <= _uint8_scale(x) * (0.5 + 1e-4))
     else:
         scale = _int8_scale(x)
         bshape = (1, -1) + (1,) * (x.ndim - 2)
@@ -257,7 +266,7 @@ def test_input_dtypes():
             elif enc == "float32":
                 np.testing.assert_array_equal(m.values, xv.astype(np.float32))
             else:
-                _check_values("int8", xv.astype(np.float32), m.values)
+                _check_values(enc, xv.astype(np.float32), m.values)
     # non-contiguous input
     big = rng.standard_normal((4, 6, 2)).astype(np.float32)
     m = decode(encode(big[:, ::2], np.array([4, 0, 2]), (4, 6, 2), CodecConfig()))
@@ -307,12 +316,13 @@ def test_nonfinite_policy(encoding, compression):
     np.testing.assert_array_equal(m.values[~np.isnan(x)], x[~np.isnan(x)])
 
 
-def test_int8_rejects_nonfinite_even_if_allowed():
+@pytest.mark.parametrize("enc", ["int8", "uint8"])
+def test_int8_rejects_nonfinite_even_if_allowed(enc):
     x = np.ones((2, 2), np.float32)
     x[1, 1] = np.nan
     for allow in (False, True):
-        with pytest.raises(CodecError, match="int8"):
-            encode(x, None, (2, 2), CodecConfig("int8", allow_nonfinite=allow))
+        with pytest.raises(CodecError, match=f"{enc} encoding cannot represent them"):
+            encode(x, None, (2, 2), CodecConfig(enc, allow_nonfinite=allow))
 
 
 def test_float64_beyond_float32_range_rejected():
@@ -460,10 +470,10 @@ def test_every_truncation_raises(enc, comp):
     "edit, match",
     [
         (lambda b: b.__setitem__(slice(0, 4), b"RSPX"), "bad magic"),
-        (lambda b: b.__setitem__(4, 3), r"unsupported format version 3; supported: 1, 2"),
-        (lambda b: b.__setitem__(4, 0), r"unsupported format version 0; supported: 1, 2"),
+        (lambda b: b.__setitem__(4, 4), r"unsupported format version 4; supported: 1, 2, 3"),
+        (lambda b: b.__setitem__(4, 0), r"unsupported format version 0; supported: 1, 2, 3"),
         (lambda b: b.__setitem__(5, 7), r"unknown message kind 7; allowed: 1 \(activation\), 2 \(gradient\)"),
-        (lambda b: b.__setitem__(6, 3), r"unknown encoding id 3; allowed: 0 \(float32\), 1 \(float16\), 2 \(int8\)"),
+        (lambda b: b.__setitem__(6, 4), r"unknown encoding id 4 in format version 3; allowed: 0 \(float32\), 1 \(float16\), 2 \(int8\), 3 \(uint8\)"),
         (lambda b: b.__setitem__(7, 9), r"unknown compression id 9; allowed: 0 \(none\), 1 \(lz4\), 2 \(zstd\)"),
         (lambda b: b.__setitem__(8, b[8] | 0x40), "unknown flag bits 0x40"),
         (lambda b: b.__setitem__(9, 1), "ndim 1 not allowed"),
@@ -724,8 +734,8 @@ def test_version_1_reserved_field_must_be_zero():
 
 def test_encoder_writes_the_current_version():
     m = decode(bytes(_valid()))
-    assert codec.FORMAT_VERSION == 2 and codec.SUPPORTED_VERSIONS == (1, 2)
-    assert m.version == 2 and (m.tenant, m.cut) == (0, 0)
+    assert codec.FORMAT_VERSION == 3 and codec.SUPPORTED_VERSIONS == (1, 2, 3)
+    assert m.version == 3 and (m.tenant, m.cut) == (0, 0)
 
 
 @pytest.mark.parametrize("tenant, cut", [(0, 0), (1, 1), (2**32 - 1, 2**16 - 1), (123456, 2)])

@@ -29,12 +29,13 @@ class CodecConfig:
     """How values travel on the wire.
 
     Args:
-        encoding: one of ``ENCODINGS``: "float32", "float16" or "int8" (per-channel
-            symmetric scale).
+        encoding: one of ``ENCODINGS``: "float32", "float16", "int8" (per-channel
+            symmetric scale) or "uint8" (BottleFit's affine quantisation: one scale and
+            zero point per tensor).
         compression: one of ``COMPRESSIONS``: "none", "lz4" or "zstd" (pyarrow codecs).
         level: compression level (None = pyarrow's default); only for lz4/zstd.
         allow_nonfinite: False: encode and decode reject NaN/Inf (and float16 overflow).
-            int8 can never carry NaN/Inf.
+            int8 and uint8 can never carry NaN/Inf.
     """
 
     encoding: str = "float32"
@@ -76,7 +77,7 @@ class CodecConfig:
     def parse(cls, spec: str) -> "CodecConfig":
         """Parse the CLI form ``encoding[+compression[:level]]``.
 
-        Examples: "float32", "float16+lz4", "int8+zstd", "int8+zstd:3".
+        Examples: "float32", "float16+lz4", "int8+zstd", "int8+zstd:3", "uint8".
         """
         if not isinstance(spec, str) or not spec.strip():
             raise ValueError(

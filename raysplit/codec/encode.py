@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import operator
 import struct
 import zlib
@@ -14,22 +16,30 @@ from raysplit.codec.format import (
     CRC,
     FLAG_ALL_CHANNELS,
     FLAG_ALLOW_NONFINITE,
+    FLAG_CHANNEL_MAJOR,
     FLAG_HAS_LABELS,
+    FLAG_KEYED,
     FLAG_WIDE_INDICES,
     KIND_ACTIVATION,
     KINDS,
+    LAYOUTS,
     LENGTHS,
     MAX_NDIM,
+    MIN_KEY_BYTES,
+    SLICE_COUNT,
+    SLICE_ENTRY,
     U16_MAX,
     U32_MAX,
     U64_MAX,
     CodecError,
+    layout_nbytes,
     meta_nbytes,
     pack_header,
     payload_nbytes,
+    split_channels,
 )
 
-__all__ = ["encode", "encoded_size", "check_shape"]
+__all__ = ["encode", "encoded_size", "check_shape", "check_key"]
 
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _COMP_ID = {name: i for i, name in enumerate(COMPRESSIONS)}
@@ -54,6 +64,24 @@ def _check_id(value, name: str, hi: int) -> int:
     return value
 
 
+def check_key(key) -> bytes | None:
+    """None, or the HMAC key as bytes (at least MIN_KEY_BYTES long)."""
+    if key is None:
+        return None
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise CodecError(f"key must be bytes (or None), got {type(key).__name__}")
+    key = bytes(key)
+    if len(key) < MIN_KEY_BYTES:
+        raise CodecError(f"key of {len(key)} bytes is too short for HMAC-SHA256; need at least {MIN_KEY_BYTES}")
+    return key
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise CodecError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+    return layout
+
+
 def encoded_size(
     shape: tuple[int, ...],
     n_selected: int,
@@ -61,8 +89,14 @@ def encoded_size(
     *,
     with_labels: bool,
     all_channels: bool = False,
+    layout: str = "sample",
+    slices=None,
+    keyed: bool = False,
 ) -> int:
-    """Exact ``len(encode(...))`` for compression "none"; lz4/zstd sizes depend on the data."""
+    """Exact ``len(encode(...))`` for compression "none"; lz4/zstd sizes depend on the data.
+
+    ``layout``, ``slices`` and ``keyed`` (a key was given) as for :func:`encode`.
+    """
     if config.compression != "none":
         raise ValueError(
             f"encoded_size is exact only for compression 'none'; {config.compression!r} is data-dependent"
@@ -74,9 +108,15 @@ def encoded_size(
         raise ValueError(f"n_selected {b} out of range; allowed: 0..{c} (C)")
     if all_channels and b != c:
         raise ValueError(f"all_channels needs n_selected == C ({c}), got {b}")
+    _check_layout(layout)
+    if layout == "sample" and slices is not None:
+        raise ValueError(f"slices {slices!r} given with layout 'sample'; slices need layout 'channel'")
+    n_slices = len(split_channels(b, slices)) if layout == "channel" else 0
     enc = encodings.by_name(config.encoding)
-    return meta_nbytes(len(shape), n, b, c, enc.scale_bytes, with_labels, all_channels) + payload_nbytes(
-        n, b, shape[2:], enc.width
+    return (
+        meta_nbytes(len(shape), n, b, c, enc.param_nbytes(b), with_labels, all_channels)
+        + layout_nbytes(layout, n_slices, bool(keyed))
+        + payload_nbytes(n, b, shape[2:], enc.width)
     )
 
 
@@ -122,6 +162,9 @@ def encode(
     client_id: int = 0,
     tenant: int = 0,
     cut: int = 0,
+    layout: str = "sample",
+    slices=None,
+    key: bytes | None = None,
 ) -> bytes:
     """Encode the B sent channels of a (N, C, *spatial) tensor into one ``bytes`` buffer.
 
@@ -138,6 +181,13 @@ def encode(
         client_id: sender id (uint32).
         tenant: the run's tenant key (uint32; see :func:`raysplit.identity.tenant_key`).
         cut: which split point of the model this tensor crosses (uint16; 0 = the first).
+        layout: "sample" (one body of (N, B, ...), one CRC: a short buffer is an error) or
+            "channel" (slices of channels in the order sent, each with its own CRC: a
+            buffer cut short decodes to the slices that arrived whole).
+        slices: channel-major only: None (one slice per channel), J (J slices as equal as
+            possible) or the channels of each slice (summing to B).
+        key: HMAC-SHA256 key (>= 16 bytes): the message carries tags that
+            ``decode(buf, key=key)`` checks. None: no tag.
 
     Raises:
         ValueError (CodecError for bad values) with a message naming the problem.
@@ -155,6 +205,8 @@ def encode(
     client_id = _check_id(client_id, "client_id", U32_MAX)
     tenant = _check_id(tenant, "tenant", U32_MAX)
     cut = _check_id(cut, "cut", U16_MAX)
+    layout = _check_layout(layout)
+    key = check_key(key)
 
     x = np.asarray(values)
     if x.dtype not in (np.float32, np.float64, np.float16):
@@ -166,6 +218,9 @@ def encode(
             f"values shape {x.shape} does not match shape {shape}: need (N={n}, B, *{spatial})"
         )
     b = x.shape[1]
+    if layout == "sample" and slices is not None:
+        raise CodecError(f"slices {slices!r} given with layout 'sample'; slices need layout 'channel'")
+    counts = split_channels(b, slices) if layout == "channel" else ()
 
     all_channels = indices is None
     if all_channels and b != c:
@@ -175,34 +230,73 @@ def encode(
     lab_bytes = _label_bytes(labels, n) if has_labels else b""
 
     enc = encodings.by_name(config.encoding)
-    body, scales = enc.encode(x, not config.allow_nonfinite)
-    scale_bytes = b"" if scales is None else scales.astype("<f4", copy=False).tobytes()
-
-    raw_len = body.nbytes
-    if config.compression == "none":
-        stored, stored_len = body, raw_len
-    elif raw_len == 0:
-        stored, stored_len = b"", 0
+    body, param_bytes = enc.encode(x, not config.allow_nonfinite)
+    if layout == "channel":
+        # (N, B, ...) -> (B, N, ...): a slice of channels is then one contiguous run of bytes
+        body = np.ascontiguousarray(np.moveaxis(body, 1, 0))
+        bounds = np.cumsum((0,) + counts)
+        parts = [_store(body[a:e], config) for a, e in zip(bounds[:-1], bounds[1:])]
     else:
-        stored = pa_codec(config.compression, config.level).compress(body.reshape(-1))
-        stored_len = stored.size
+        parts = [_store(body, config)]
+    raw_len = body.nbytes
+    stored_len = sum(_nbytes(p) for p in parts)
 
     flags = (
         (FLAG_HAS_LABELS if has_labels else 0)
         | (FLAG_ALL_CHANNELS if all_channels else 0)
         | (FLAG_ALLOW_NONFINITE if config.allow_nonfinite else 0)
         | (FLAG_WIDE_INDICES if c > U16_MAX else 0)
+        | (FLAG_CHANNEL_MAJOR if layout == "channel" else 0)
+        | (FLAG_KEYED if key is not None else 0)
     )
-    prefix = b"".join(
-        (
-            pack_header(kind, enc.wire_id, _COMP_ID[config.compression], flags, len(shape), cut,
-                        client_id, step, b, tenant),
-            struct.pack(f"<{len(shape)}I", *shape),
-            idx_bytes,
-            scale_bytes,
-            lab_bytes,
-            LENGTHS.pack(raw_len, stored_len),
-        )
-    )
-    crc = zlib.crc32(stored, zlib.crc32(prefix))
-    return b"".join((prefix, CRC.pack(crc), stored))
+    prefix = [
+        pack_header(kind, enc.wire_id, _COMP_ID[config.compression], flags, len(shape), cut,
+                    client_id, step, b, tenant),
+        struct.pack(f"<{len(shape)}I", *shape),
+        idx_bytes,
+        param_bytes,
+        lab_bytes,
+        LENGTHS.pack(raw_len, stored_len),
+    ]
+    out: list = []
+    mac = None if key is None else hmac.new(key, digestmod=hashlib.sha256)
+
+    def emit(*pieces) -> None:
+        out.extend(pieces)
+        if mac is not None:
+            for piece in pieces:
+                mac.update(piece)
+
+    def tag() -> None:  # HMAC of every byte emitted so far
+        if mac is not None:
+            emit(mac.copy().digest())
+
+    if layout == "sample":
+        head = b"".join(prefix)
+        emit(head, CRC.pack(zlib.crc32(parts[0], zlib.crc32(head))), parts[0])
+        tag()
+        return b"".join(out)
+    prefix.append(SLICE_COUNT.pack(len(counts)))
+    prefix.extend(SLICE_ENTRY.pack(k, _nbytes(p)) for k, p in zip(counts, parts))
+    head = b"".join(prefix)
+    crc = zlib.crc32(head)
+    emit(head, CRC.pack(crc))
+    tag()
+    for part in parts:
+        crc = zlib.crc32(part, crc)  # chained: a slice's CRC depends on every slice before it
+        emit(part, CRC.pack(crc))
+        tag()
+    return b"".join(out)
+
+
+def _nbytes(part) -> int:
+    return memoryview(part).nbytes
+
+
+def _store(body: np.ndarray, config: CodecConfig):
+    """The stored bytes of a body (or of one slice): itself, or lz4/zstd-compressed."""
+    if config.compression == "none":
+        return body
+    if body.nbytes == 0:
+        return b""
+    return pa_codec(config.compression, config.level).compress(body.reshape(-1))

@@ -34,7 +34,7 @@ class SplitConfig:
         delta: δ of pruneLoss (authors' code: 0.1).
         epsilon: ε, the weight of pruneLoss in totalLoss (authors' code: 1000).
         lam: λ of pruneLoss, in [0, 1] (authors' code: 1).
-        codec: wire encoding: float32|float16|int8, optionally +lz4 or +zstd[:level].
+        codec: wire encoding: float32|float16|int8|uint8, optionally +lz4 or +zstd[:level].
         momentum: SGD momentum.
         weight_decay: SGD weight decay (the paper: 5e-4); the filter f̂ is not decayed, since decay
             would pull every channel towards half on.
