@@ -9,6 +9,7 @@
     models/budget_<B>.pt one loadable model per budget (methods that save them)
     checkpoints/epoch_<e>/state.pt   full state every --checkpoint-every epochs
     summary.json, accuracy.png, bytes.png   at the end
+    report.html          the run report (raysplit.report), last
 
 The same writer serves the local trainer (called directly) and the cluster (the driver
 feeds it what the actors put into the record buffer), so their outputs compare column by
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,6 +36,17 @@ from raysplit.observability.callbacks import Callback
 from raysplit.records.rows import EpochRow, EvalRow, StepRow, to_table
 
 TABLES = ("steps.parquet", "evals.parquet", "epochs.parquet")
+
+
+def write_run_report(out: Path) -> None:
+    """report.html from what is on disk; a report that cannot be made is said on stderr
+    and never costs the run its results."""
+    from raysplit.report import write_report
+
+    try:
+        write_report(out)
+    except Exception as e:  # noqa: BLE001 - the run's files are written; say what went wrong
+        print(f"[raysplit] report.html not written for {out}: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,7 @@ class RunWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         for name in (*TABLES, "models", "checkpoints"):
             shutil.rmtree(self.out / name, ignore_errors=True)
-        for name in ("summary.json", "accuracy.png", "bytes.png"):
+        for name in ("summary.json", "accuracy.png", "bytes.png", "report.html"):
             (self.out / name).unlink(missing_ok=True)
         (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         self.split, self.method = split, method
@@ -253,12 +266,13 @@ class RunWriter:
 
     def close(self, summary) -> None:
         """Flush what is left (epochs a failure left incomplete included), write
-        summary.json and the plots."""
+        summary.json, the plots and report.html."""
         self._complete_epochs(force=True)
         self.flush()
         (self.out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
         from raysplit.records.plots import plot_run
 
         plot_run(self.out, self.epoch_rows, self.step_points)
+        write_run_report(self.out)
         for cb in self.callbacks:
             cb.on_run_end(summary)
