@@ -15,16 +15,19 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.raysplit-setup
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench monitor clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@# Debian's Fashion-MNIST (the default data set) and Prometheus (dashboard query tests).
+	@# Debian's Fashion-MNIST (the default data set), Prometheus (make monitor, dashboard query
+	@# tests) and headless Chromium with its chromedriver (browser tests).
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  need=""; \
 	  [ -d /usr/share/datasets/fashion-mnist ] || need="$$need dataset-fashion-mnist"; \
 	  command -v prometheus >/dev/null 2>&1 || need="$$need prometheus"; \
+	  command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	  command -v chromedriver >/dev/null 2>&1 || need="$$need chromium-driver"; \
 	  if [ -n "$$need" ]; then \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
 	    echo "installing Debian packages:$$need"; \
@@ -48,6 +51,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Live monitoring: Prometheus wired to Ray (and a Ray head if none runs); Ctrl-C stops it.
+# Options: make monitor MONITOR_ARGS="--grafana-url http://grafana:3000 -- --num-cpus 8"
+monitor: setup
+	$(BIN)/python -m raysplit.monitor $(MONITOR_ARGS)
 
 # Every benchmark whose figures are in the README, one after the other (long).
 bench: setup

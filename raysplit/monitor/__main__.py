@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="where Prometheus listens")
     p.add_argument("--prometheus-port", type=int, default=9090)
     p.add_argument("--scrape-interval", default="5s", help="Prometheus scrape interval (e.g. 1s, 5s, 1m)")
+    p.add_argument("--graph-range", default="10m", help="time range the graph links open with (e.g. 5m, 1h)")
     p.add_argument("--grafana-url", default=os.environ.get("RAY_GRAFANA_HOST"),
                    help="a Grafana the dashboard process reaches (sets RAY_GRAFANA_HOST); import "
                         "dashboards/raysplit.json there")
@@ -57,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if not re.match(r"^[1-9][0-9]*[smhdw]$", a.graph_range):
+        p.error(f"--graph-range: {a.graph_range!r} is not a range like 5m, 1h or 2d")
     if not DURATION.match(a.scrape_interval):
         p.error(f"--scrape-interval: {a.scrape_interval!r} is not a duration like 1s, 500ms or 1m")
     for name in ("dashboard_port", "prometheus_port"):
@@ -150,8 +153,8 @@ def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ra
     mode = dash.auth_mode()
     healthy, why = dash.prometheus_health()
     queries = main_queries()
-    links = {q.key: graph_url(prom.url, q.expr) for q in queries}
-    links["all"] = graph_url(prom.url, [q.expr for q in queries])
+    links = {q.key: graph_url(prom.url, q.expr, a.graph_range) for q in queries}
+    links["all"] = graph_url(prom.url, [q.expr for q in queries], a.graph_range)
     w = max(len(q.title) for q in queries)
     lines = ["", "raysplit monitor", f"  Ray dashboard  {dash.url}"]
     if mode == "token":

@@ -77,7 +77,7 @@ def main_queries() -> list[Query]:
     return out
 
 
-def graph_url(prometheus: str, exprs: list[str] | str, range_input: str = "15m") -> str:
+def graph_url(prometheus: str, exprs: list[str] | str, range_input: str = "10m") -> str:
     """A Prometheus web-UI link that opens ``exprs`` as graphs (one panel each)."""
     exprs = [exprs] if isinstance(exprs, str) else exprs
     params = {}

@@ -112,14 +112,21 @@ def ray_cli() -> str:
 
 def start_head(temp_dir: str | Path, dashboard_host: str, dashboard_port: int, extra: list[str],
                env: dict[str, str]) -> None:
-    """``ray start --head`` with the dashboard's variables in its environment."""
+    """``ray start --head`` with the dashboard's variables in its environment, and token
+    authentication on as in the README's cluster sequence (``RAY_AUTH_MODE=token``, the
+    token generated first if there is none) unless the caller's environment sets
+    ``RAY_AUTH_MODE`` otherwise."""
     for flag in ("--temp-dir", "--dashboard-port", "--dashboard-host"):
         if any(a == flag or a.startswith(flag + "=") for a in extra):
             raise ValueError(f"give {flag} to the monitor (--ray-temp-dir / --dashboard-port / --dashboard-host), "
                              "not after --: the monitor needs to know it too")
     cmd = [ray_cli(), "start", "--head", f"--temp-dir={temp_dir}", f"--dashboard-host={dashboard_host}",
            f"--dashboard-port={dashboard_port}", *extra]
-    r = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    full = {**os.environ, **env}
+    full.setdefault("RAY_AUTH_MODE", "token")
+    if full["RAY_AUTH_MODE"] == "token" and auth_token() is None:
+        subprocess.run([ray_cli(), "get-auth-token", "--generate"], env=full, capture_output=True, check=True)
+    r = subprocess.run(cmd, env=full, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 # The edge-emulation columns of StepRow (TEAM contract with the link model). When a run
@@ -24,10 +25,13 @@ LINK_COLUMNS = ("sim_time", "uplink_s", "downlink_s", "link_up_mbps", "link_down
 
 
 def _table(path: Path) -> dict[str, np.ndarray]:
-    """A Parquet part-file folder as {column: numpy array} (empty dict if absent or empty)."""
+    """A Parquet part-file folder as {column: numpy array} (empty dict if absent or empty).
+    String columns (run, tenant: one value per run) are left out: turning 10^5 of them into
+    Python objects would cost more than everything else the report does."""
     if not path.exists() or not any(path.glob("*.parquet")):
         return {}
     t = pq.read_table(path)
+    t = t.select([f.name for f in t.schema if not pa.types.is_string(f.type)])
     return {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
 
 
