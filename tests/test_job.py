@@ -44,6 +44,7 @@ def check_run_dir(out: Path, clients: int) -> dict:
     epochs = pq.read_table(out / "epochs.parquet").to_pandas()
     assert epochs["budget"].tolist() == [4, 128]
     assert (out / "accuracy.png").exists() and (out / "bytes.png").exists() and (out / "config.json").exists()
+    assert (out / "report.html").exists()  # every job gets the run report
     return s
 
 

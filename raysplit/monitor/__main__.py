@@ -19,6 +19,7 @@ import shlex
 import signal
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
 from raysplit.monitor.prometheus import Prometheus, sd_file
@@ -151,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ray: bool) -> None:
     """Print what to open, and write it as JSON when asked."""
     mode = dash.auth_mode()
-    healthy, why = dash.prometheus_health()
+    try:
+        healthy, why = dash.prometheus_health()
+    except urllib.error.HTTPError as e:  # 401/403: this shell has no (or another) cluster token
+        healthy, why = False, (f"the dashboard refused the check ({e.code}): no valid token here "
+                               "(`ray get-auth-token` on the head prints it; put it in RAY_AUTH_TOKEN)")
     queries = main_queries()
     links = {q.key: graph_url(prom.url, q.expr, a.graph_range) for q in queries}
     links["all"] = graph_url(prom.url, [q.expr for q in queries], a.graph_range)
@@ -163,6 +168,8 @@ def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ra
     lines.append(f"  Prometheus     {prom.url}   ({len(targets)} Ray targets up, from {sd_file(a.ray_temp_dir)})")
     if healthy:
         lines.append("                 the dashboard sees this Prometheus (RAY_PROMETHEUS_HOST)")
+    elif why.startswith("the dashboard refused"):
+        lines.append(f"  warning: could not ask the dashboard whether it sees Prometheus: {why}")
     else:
         lines.append(f"  warning: the dashboard does not see this Prometheus: {why}.\n"
                      "           It reads RAY_PROMETHEUS_HOST when `ray start --head` starts it; restart the head with\n"
