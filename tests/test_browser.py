@@ -167,6 +167,24 @@ class GrafanaHealth(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# Runs a monitor with --ray attach until it is ready, then Ctrl-C; prints its output.
+ATTACH_AND_STOP = """
+import signal, subprocess, sys, time
+temp, dash_port, prom_port, data = sys.argv[1:]
+m = subprocess.Popen([sys.executable, "-m", "raysplit.monitor", "--ray", "attach", "--ray-temp-dir", temp,
+                      "--dashboard-port", dash_port, "--prometheus-port", prom_port, "--scrape-interval", "1s",
+                      "--data-dir", data], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+lines = []
+for line in m.stdout:
+    lines.append(line)
+    if "[monitor] ready" in line:
+        m.send_signal(signal.SIGINT)
+lines.append(f"exit {m.wait(60)}")
+print("".join(lines))
+sys.exit(0 if "[monitor] ready" in "".join(lines) and m.returncode == 0 else 1)
+"""
+
+
 def user_env(home: Path) -> dict[str, str]:
     """A user's shell after `source .venv/bin/activate` and `export RAY_AUTH_MODE=token`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -283,6 +301,8 @@ def test_watching_a_job_in_the_browser(browser, tmp_path):
             if "/d/raysplit/" in (f.get_attribute("src") or "")], timeout=30)[0]
         assert src.startswith(grafana_url) and "var-datasource=Prometheus" in src
         assert f"var-SessionName={health['data']['sessionName']}" in src
+        provisioned = json.loads(Path(info["grafana_provisioned"]).read_text())  # Ray's provisioning folder
+        assert provisioned == json.loads((ROOT / "dashboards" / "raysplit.json").read_text())
 
         # 4. At the end the job wrote its report; it renders.
         wait("the job to succeed", lambda: dash.get(f"/api/jobs/{sid}")["status"] in ("SUCCEEDED", "FAILED",
@@ -290,6 +310,18 @@ def test_watching_a_job_in_the_browser(browser, tmp_path):
         assert dash.get(f"/api/jobs/{sid}")["status"] == "SUCCEEDED", dash.get(f"/api/jobs/{sid}")
         print(f"job done {time.monotonic() - t_submit:.1f} s after the submission")
         check_report_page(browser, run_dir / "report.html", 5)
+
+        # 5. A second monitor attaches to the running head: it says that this head's dashboard
+        #    reads another Prometheus, and its Ctrl-C stops only its own Prometheus.
+        other_port = free_ports(1)[0]
+        second = subprocess.run(
+            [sys.executable, "-c", ATTACH_AND_STOP, str(temp), str(dash_port), str(other_port), str(tmp_path / "m2")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "warning: the dashboard does not see this Prometheus" in second.stdout, second.stdout
+        assert "python -m raysplit.monitor env --prometheus-port" in second.stdout
+        assert "Ray head of" not in second.stdout and "Ctrl-C stops Prometheus." in second.stdout
+        assert dash.alive() and ray_processes(temp), "the attached monitor stopped a head it did not start"
     finally:
         if monitor.poll() is None:
             monitor.send_signal(signal.SIGINT)  # Ctrl-C

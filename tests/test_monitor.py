@@ -171,6 +171,17 @@ def test_prometheus_dies_with_a_killed_monitor(tmp_path):
         child.kill()
 
 
+def test_a_taken_port_is_refused_clearly(tmp_path):
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus not installed (make setup installs Debian's package)")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"127.0.0.1:{port} is in use .*pass another --prometheus-port"):
+            Prometheus(tmp_path, tmp_path, port=port).start()
+
+
 def test_missing_prometheus_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="apt-get install prometheus"):

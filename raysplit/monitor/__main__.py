@@ -24,7 +24,8 @@ from pathlib import Path
 
 from raysplit.monitor.prometheus import Prometheus, sd_file
 from raysplit.monitor.queries import graph_url, main_queries
-from raysplit.monitor.ray_head import Dashboard, dashboard_env, start_head, stop_head, wait_for
+from raysplit.monitor.ray_head import (DATA_TAB_UID_VAR, REPO_DASHBOARD, Dashboard, dashboard_env,
+                                       provision_raysplit_dashboard, start_head, stop_head, wait_for)
 
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m)$")
 
@@ -125,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         wait_for(dash.alive, a.ready_timeout if start else 1e9, f"the Ray dashboard at {dash_url}")
         dash = Dashboard(dash_url)  # the token may have been created by `ray start`
+        provisioned = None
+        if started_ray and DATA_TAB_UID_VAR in env and REPO_DASHBOARD.exists():
+            provisioned = wait_for(lambda: provision_raysplit_dashboard(a.ray_temp_dir), 30,
+                                   "Ray's generated Grafana dashboards folder")
         targets = wait_for(lambda: [t for t in prom.targets() if t["health"] == "up"], a.ready_timeout,
                            f"a Ray metrics target in {sd_file(a.ray_temp_dir)}")
-        report(a, prom, dash, targets, started_ray)
+        report(a, prom, dash, targets, started_ray, provisioned)
         while True:
             time.sleep(2)
             if prom.proc.poll() is not None:
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[monitor] Ray head of {a.ray_temp_dir} stopped ({n} processes)", flush=True)
 
 
-def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ray: bool) -> None:
+def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ray: bool,
+           provisioned: Path | None = None) -> None:
     """Print what to open, and write it as JSON when asked."""
     mode = dash.auth_mode()
     try:
@@ -177,6 +183,9 @@ def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ra
     if a.grafana_url:
         lines.append(f"  Grafana        {a.grafana_iframe_url or a.grafana_url}  (import dashboards/raysplit.json; "
                      "the dashboard's Metrics page embeds it)")
+        if provisioned:
+            lines.append(f"                 or provision it from {provisioned.parents[1]}/grafana.ini "
+                         "(Ray's dashboards + raysplit's)")
     lines.append("  graphs")
     lines += [f"    {q.title:<{w}}  {links[q.key]}" for q in queries]
     lines.append(f"    {'all of them on one page':<{w}}  {links['all']}")
@@ -190,6 +199,7 @@ def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ra
             "dashboard": dash.url, "prometheus": prom.url, "prometheus_pid": prom.proc.pid, "auth_mode": mode,
             "dashboard_sees_prometheus": healthy, "started_ray": started_ray, "targets": targets,
             "graphs": links, "queries": {q.key: q.expr for q in queries}, "data_dir": str(prom.data_dir),
+            "grafana_provisioned": str(provisioned) if provisioned else None,
         }, indent=2))
 
 

@@ -16,6 +16,7 @@ import ctypes
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -84,6 +85,10 @@ class Prometheus:
 
     def start(self, timeout: float = 30.0) -> None:
         """Write the config, start the server, wait until its query API answers."""
+        with socket.socket() as probe:
+            if probe.connect_ex((self.host, self.port)) == 0:
+                raise RuntimeError(f"{self.host}:{self.port} is in use (another Prometheus?); "
+                                   "pass another --prometheus-port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(prometheus_config(self.ray_temp_dir, self.scrape_interval), indent=2))
         log = open(self.log_path, "ab")

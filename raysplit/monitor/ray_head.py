@@ -51,6 +51,26 @@ def dashboard_env(prometheus_url: str, grafana_url: str | None = None, grafana_i
     return env
 
 
+REPO_DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "raysplit.json"
+
+
+def provision_raysplit_dashboard(temp_dir: str | Path, source: Path = REPO_DASHBOARD) -> Path | None:
+    """Put raysplit's dashboard where Ray's generated Grafana provisioning reads its data
+    dashboard (``session_latest/metrics/grafana/dashboards/data_grafana_dashboard.json``):
+    with the uid override above Ray writes its data dashboard under uid ``raysplit``, so a
+    Grafana provisioned from that folder (Ray's documented ``grafana-server --config
+    .../grafana.ini``) then has Ray's core dashboard and raysplit's, and the Metrics tab
+    shows raysplit's. Returns the path written, or None without a checkout's JSON."""
+    target = Path(temp_dir) / "session_latest" / "metrics" / "grafana" / "dashboards" / "data_grafana_dashboard.json"
+    # Ray writes its dashboards one after the other at start-up, train's last
+    # (metrics_head.py _create_default_grafana_configs); copy only after that, or Ray's
+    # write would replace ours.
+    if not source.exists() or not (target.parent / "train_grafana_dashboard.json").exists():
+        return None
+    shutil.copyfile(source, target)
+    return target
+
+
 def auth_token() -> str | None:
     """The cluster token as Ray's own CLI finds it (``RAY_AUTH_TOKEN``,
     ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), or None if there is none."""
