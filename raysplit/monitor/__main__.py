@@ -25,7 +25,8 @@ from pathlib import Path
 from raysplit.monitor.prometheus import Prometheus, sd_file
 from raysplit.monitor.queries import graph_url, main_queries
 from raysplit.monitor.ray_head import (DATA_TAB_UID_VAR, REPO_DASHBOARD, Dashboard, dashboard_env,
-                                       provision_raysplit_dashboard, start_head, stop_head, wait_for)
+                                       dashboard_prometheus_host, provision_raysplit_dashboard,
+                                       start_head, stop_head, wait_for)
 
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m)$")
 
@@ -163,6 +164,12 @@ def report(a, prom: Prometheus, dash: Dashboard, targets: list[dict], started_ra
     except urllib.error.HTTPError as e:  # 401/403: this shell has no (or another) cluster token
         healthy, why = False, (f"the dashboard refused the check ({e.code}): no valid token here "
                                "(`ray get-auth-token` on the head prints it; put it in RAY_AUTH_TOKEN)")
+    if healthy:
+        # The health check says the dashboard reaches *a* Prometheus; on this machine we can
+        # also tell whether it is this one (a head started by someone else reads its own).
+        host = dashboard_prometheus_host(a.ray_temp_dir)
+        if host is not None and host.rstrip("/") != prom.url.rstrip("/"):
+            healthy, why = False, f"it reads RAY_PROMETHEUS_HOST={host or '(unset)'}, not {prom.url}"
     queries = main_queries()
     links = {q.key: graph_url(prom.url, q.expr, a.graph_range) for q in queries}
     links["all"] = graph_url(prom.url, [q.expr for q in queries], a.graph_range)

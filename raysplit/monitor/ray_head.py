@@ -200,6 +200,22 @@ def stop_head(temp_dir: str | Path, timeout: float = 15.0) -> int:
     return len(procs)
 
 
+def dashboard_prometheus_host(temp_dir: str | Path) -> str | None:
+    """The RAY_PROMETHEUS_HOST the dashboard process of ``temp_dir``'s Ray instance was
+    started with, when that process runs on this machine ("" when it was started without
+    one); None when no such process is found here (a remote head: only the dashboard's
+    health check can tell)."""
+    import psutil
+
+    for p in ray_processes(temp_dir):
+        try:
+            if any(a.endswith("dashboard.py") or a.endswith("dashboard/dashboard.py") for a in p.cmdline()):
+                return p.environ().get("RAY_PROMETHEUS_HOST", "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
 def wait_for(check, timeout: float, what: str, every: float = 0.5):
     """Poll ``check()`` until it returns something truthy; TimeoutError naming ``what``."""
     t0 = time.monotonic()
