@@ -25,12 +25,22 @@ def test_throttle_stretches_compute_to_the_cap():
     assert t.slept > 0
 
 
-def test_idle_time_earns_no_credit():
+def test_idle_time_earns_no_credit(monkeypatch):
+    # Fake clocks: on a loaded machine a real burn takes far more wall time than CPU time,
+    # which would hide the debt this test is about.
+    clock = {"cpu": 0.0, "wall": 0.0}
+    slept = []
+    monkeypatch.setattr(cpu_cap.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(cpu_cap.time, "sleep", slept.append)
     t = DutyCycleThrottle(0.5)
-    time.sleep(0.1)  # idle: must not allow a later burst
+    t.clock = lambda: clock["cpu"]
+    clock["wall"] += 0.1  # idle: must not allow a later burst
     with t.compute():
-        burn(0.03)
-    assert t.pace() > 0.02
+        clock["cpu"] += 0.03
+        clock["wall"] += 0.03
+    assert t.pace() == pytest.approx(0.03)  # 0.03 CPU-s at cap 0.5 take 0.06 s
+    assert slept == [pytest.approx(0.03)]
+    assert t.pace() == 0.0  # nothing owed twice
 
 
 def test_quota_and_validation():
