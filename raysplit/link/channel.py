@@ -10,6 +10,7 @@ capacity fades) and the energy-aware split choice (the transmission energy of a 
   with K-factor k, and no fading (|h|² = 1), are the alternatives.
 * :func:`transmit_seconds`: the smallest τ with ∫₀^τ R(t) dt >= bits (eq. 4) over a
   piecewise-constant rate.
+* :func:`transmit_seconds_many`: the same for several sizes over the same blocks at once.
 * :func:`transmit_energy`: the energy of sending at constant power P for τ seconds, P·τ.
   The paper writes eq. 5 as E_tr = τ·∫₀^τ P(t) dt, which for constant P is P·τ² and has the
   unit J·s, not J; we read it as the integral of the power over the transmission,
@@ -59,6 +60,31 @@ def transmit_seconds(bits: float, rates: np.ndarray | list[float], block_s: floa
     if left <= 0:
         return t
     raise ValueError(f"{bits:g} bits do not fit in {len(rates)} blocks of {block_s:g} s ({bits - left:g} sent)")
+
+
+def transmit_seconds_many(bits: np.ndarray | list[float], rates: np.ndarray | list[float], block_s: float) -> np.ndarray:
+    """:func:`transmit_seconds` for each entry of ``bits`` over the same blocks (one pass
+    over the cumulative capacity instead of one loop per size)."""
+    want = np.asarray(bits, dtype=float)
+    r = np.asarray(rates, dtype=float).ravel()
+    if want.size and want.min() < 0:
+        raise ValueError(f"bits must be >= 0, got {want.min()}")
+    if block_s <= 0:
+        raise ValueError(f"block length must be > 0 s, got {block_s}")
+    if r.size and r.min() < 0:
+        raise ValueError(f"rates must be >= 0 bit/s, got {r.min()}")
+    carried = np.cumsum(r) * block_s  # bits sent by the end of each block
+    k = np.searchsorted(carried, want, side="left")  # the block in which each size is complete
+    # (a size equal to the whole capacity up to rounding fits)
+    short = (k >= len(r)) & (want > 0) & (want > (carried[-1] if len(r) else 0.0) * (1 + 1e-12))
+    if short.any():
+        sent = carried[-1] if len(r) else 0.0
+        raise ValueError(f"{want[short].max():g} bits do not fit in {len(r)} blocks of {block_s:g} s ({sent:g} sent)")
+    k = np.minimum(k, max(len(r) - 1, 0))
+    before = np.where(k > 0, carried[k - 1], 0.0) if len(r) else np.zeros_like(want)
+    rate = r[k] if len(r) else np.zeros_like(want)
+    part = np.divide(want - before, rate, out=np.zeros_like(want), where=rate > 0)
+    return np.where(want > 0, k * block_s + part, 0.0)
 
 
 def transmit_energy(power_w: float, seconds: float) -> float:

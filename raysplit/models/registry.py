@@ -11,6 +11,7 @@ from typing import Callable
 
 from torch import nn
 
+from raysplit.models.mnist_cnn import mnist_cnn_layers
 from raysplit.models.torchvision_nets import mobilenet_v2_layers, resnet18_imagenet_layers, resnet18_layers
 from raysplit.models.vgg import VGG11, VGG_SMALL, vgg_layers
 
@@ -44,6 +45,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("resnet18_imagenet", resnet18_imagenet_layers, 3, 1,
                   "ResNet-18 with the 7x7/2 stem and max-pool"),
         ModelSpec("mobilenet_v2", mobilenet_v2_layers, 4, 1, "MobileNetV2; split after block 3 (24 channels)"),
+        ModelSpec("mnist_cnn", mnist_cnn_layers, 2, 1,
+                  "Krouka et al.'s MNIST CNN (4 conv 5x5 16/32/48/64 + pools, fc 512/256/128/64/10); split after pool 1"),
     )
 }
 

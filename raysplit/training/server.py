@@ -6,11 +6,21 @@ client's loss is the mean over its own samples; the tail's gradient is the mean 
 clients' gradients, so a merged step moves the tail like one step of the average client,
 and every client gets exactly the gradient of its own loss. Which loss and which frozen
 groups apply is the plan's stage for the phase the messages belong to.
+
+A server either serves one cut (the usual split: decompressor + the layers after
+``split_layer``; a message cut elsewhere is refused) or, given ``cuts``, holds the whole
+model and starts each message from the layer its header names (Krouka et al.'s
+per-inference split: the client picks the cut, the server runs the rest). A whole-model
+message may carry a subset of the channels at its cut; the others are taken from the
+model's own value there on a zero input, which is what they are for every input when
+they do not depend on it, so a client can leave out units that pruning made constant or
+unused.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +28,7 @@ import torch
 
 from raysplit import codec
 from raysplit.config.split import SplitConfig
+from raysplit.models.whole import whole_model
 from raysplit.training.methods import Plan, Stage
 from raysplit.training.network import build_network, resolve_device
 from raysplit.training.objectives import task_loss
@@ -56,20 +67,34 @@ class SplitServer:
     device: "auto" (CUDA if visible, else CPU), "cpu" or "cuda".
     plan: the run's plan; a message's phase selects its stage (None: one plain stage).
     tenant_key: messages of another tenant are refused.
+    cuts: None: serve the one cut ``cfg.split_layer``; a sequence of cuts: hold the whole
+        model (no compression module) and start each message from its cut, one of these.
     """
 
     def __init__(
         self, cfg: SplitConfig, shard_id: int = 0, device: str = "cpu", *, plan: Plan | None = None,
-        tenant_key: int = 0,
+        tenant_key: int = 0, cuts: Sequence[int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.shard_id = shard_id
         self.tenant_key = int(tenant_key)
         self.device = resolve_device(device)
-        net = build_network(cfg)
-        self.decompressor, self.tail = net.decompressor, net.tail
-        self.channels = net.channels
-        self.wire_shape = net.wire_shape
+        self.whole = None
+        if cuts is None:
+            net = build_network(cfg)
+            self.decompressor, self.tail = net.decompressor, net.tail
+            self.channels = net.channels
+            self.wire_shape = net.wire_shape
+            self.cuts: tuple[int, ...] = (cfg.split_layer,)
+        else:
+            if cfg.use_module:
+                raise ValueError("a whole-model server (cuts=...) runs without the compression module")
+            self.whole = whole_model(cfg.model, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
+            self.cuts = tuple(sorted({self.whole.check_cut(c) for c in cuts}))
+            if not self.cuts:
+                raise ValueError("cuts must name at least one cut")
+            self.decompressor, self.tail = None, self.whole.layers
+            self._fill: dict[int, torch.Tensor] = {}  # cut -> the model's value there on a zero input
         self.codec = cfg.codec_config()
         self.groups = {**({"decompressor": self.decompressor} if self.decompressor is not None else {}),
                        "tail": self.tail}
@@ -106,14 +131,15 @@ class SplitServer:
                 f"message from client {msg.client_id} belongs to tenant key {msg.tenant}; this shard serves "
                 f"{self.tenant_key}"
             )
-        if msg.cut != self.cfg.split_layer:
+        if msg.cut not in self.cuts:
+            where = (f"runs from layer {self.cfg.split_layer}" if self.whole is None else
+                     f"starts from cuts {', '.join(map(str, self.cuts))}")
+            raise ValueError(f"message from client {msg.client_id} was cut after layer {msg.cut}; this shard {where}")
+        want = self.wire_shape if self.whole is None else self.whole.shapes[msg.cut]
+        if tuple(msg.shape[1:]) != tuple(want):
             raise ValueError(
-                f"message from client {msg.client_id} was cut after layer {msg.cut}; this shard runs from layer "
-                f"{self.cfg.split_layer}"
-            )
-        if tuple(msg.shape[1:]) != tuple(self.wire_shape):
-            raise ValueError(
-                f"message from client {msg.client_id} has shape {msg.shape[1:]}, this shard expects {self.wire_shape}"
+                f"message from client {msg.client_id} has shape {msg.shape[1:]}, this shard expects {tuple(want)}"
+                + ("" if self.whole is None else f" at cut {msg.cut}")
             )
         if want_labels and msg.labels is None:
             raise ValueError(f"training message from client {msg.client_id} step {msg.step} carries no labels")
@@ -124,9 +150,41 @@ class SplitServer:
             )
 
     def _dense_input(self, msg: codec.Message, values: torch.Tensor) -> torch.Tensor:
+        if self.whole is not None and len(msg.indices) < msg.shape[1]:
+            # The channels left out do not depend on the input (or are not used after
+            # this cut): the model's own value there stands in for them.
+            dense = self._fill_at(msg.cut).expand(len(values), *msg.shape[1:]).clone()
+            dense[:, torch.from_numpy(msg.indices).to(values.device)] = values
+            return dense
         if self.decompressor is None:
             return values  # plain split learning: all channels, in order
         return self.decompressor(values, torch.from_numpy(msg.indices).to(values.device))
+
+    @torch.no_grad()
+    def _fill_at(self, cut: int) -> torch.Tensor:
+        if cut not in self._fill:
+            was = self.tail.training
+            self.tail.eval()
+            self._fill[cut] = self.whole.run(torch.zeros(1, *self.whole.shapes[0], device=self.device), 0, cut)
+            self.tail.train(was)
+        return self._fill[cut]
+
+    def _weights_changed(self) -> None:
+        if self.whole is not None:
+            self._fill.clear()
+
+    def _forward(self, msgs: list[codec.Message], inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The tail's output for all messages, in order: one forward on a one-cut server;
+        on a whole-model server one per cut present, each from its cut."""
+        if self.whole is None:
+            return self.tail(torch.cat(inputs))
+        out: list = [None] * len(msgs)
+        for cut in sorted({m.cut for m in msgs}):
+            at = [i for i, m in enumerate(msgs) if m.cut == cut]
+            logits = self.whole.run(torch.cat([inputs[i] for i in at]), cut, self.whole.depth)
+            for i, part in zip(at, logits.split([len(inputs[i]) for i in at])):
+                out[i] = part
+        return torch.cat(out)
 
     def train_step(self, buffers: list[bytes], lr: float, phase: int = 0) -> list[ServerResult]:
         """One forward/backward over every message (all of one phase); returns, per
@@ -140,8 +198,7 @@ class SplitServer:
         self.modules.train()
         with self.rng:
             leaves = [torch.from_numpy(m.values).to(self.device).requires_grad_(True) for m in msgs]
-            dense = torch.cat([self._dense_input(m, v) for m, v in zip(msgs, leaves)])
-            logits = self.tail(dense)
+            logits = self._forward(msgs, [self._dense_input(m, v) for m, v in zip(msgs, leaves)])
         labels = torch.from_numpy(np.concatenate([m.labels for m in msgs])).to(self.device)
         per_sample = self.loss_fn(logits, labels)
         bounds = np.cumsum([0] + [len(m.labels) for m in msgs])
@@ -157,6 +214,7 @@ class SplitServer:
                 if p.grad is not None:
                     p.grad /= len(msgs)
         self.opt.step()
+        self._weights_changed()
         self.steps += 1
         correct = (logits.detach().argmax(1) == labels).cpu().numpy()
         grads = [
@@ -169,7 +227,7 @@ class SplitServer:
                 step=m.step,
                 client_id=m.client_id,
                 tenant=self.tenant_key,
-                cut=self.cfg.split_layer,
+                cut=m.cut,
             )
             for m, leaf in zip(msgs, leaves)
         ]
@@ -189,7 +247,7 @@ class SplitServer:
         self.modules.eval()
         outs = []
         for m in msgs:
-            logits = self.tail(self._dense_input(m, torch.from_numpy(m.values).to(self.device)))
+            logits = self._forward([m], [self._dense_input(m, torch.from_numpy(m.values).to(self.device))])
             outs.append(logits.argmax(1).cpu().numpy().astype(np.int64))
         return outs
 
@@ -200,6 +258,7 @@ class SplitServer:
     def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
         load_numpy_state(self.modules, state)
         self.modules.to(self.device)
+        self._weights_changed()
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: modules, momentum, steps, RNG."""
@@ -213,6 +272,7 @@ class SplitServer:
     def load_state_dict(self, state: dict) -> None:
         self.modules.load_state_dict(state["modules"])
         self.modules.to(self.device)
+        self._weights_changed()
         self.opt.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
         self.rng.load_state_dict(state["rng"])

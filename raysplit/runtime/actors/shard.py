@@ -33,10 +33,12 @@ class Shard:
     identity: the run's identity (tenant key on the wire, metric tags).
     max_merge: most micro-batches merged into one step.
     device: "auto", "cpu" or "cuda".
+    cuts: None: the tail after ``cfg.split_layer``; cuts: the whole model, each message
+        starting from its own cut (``SplitServer``).
     """
 
-    def __init__(self, cfg: SplitConfig, plan: Plan, shard_id: int, identity: Identity, max_merge: int = 32,
-                 device: str = "auto") -> None:
+    def __init__(self, cfg: SplitConfig, plan: Plan | None, shard_id: int, identity: Identity, max_merge: int = 32,
+                 device: str = "auto", cuts: tuple[int, ...] | None = None) -> None:
         self.shard_id = shard_id
         self.name = str(shard_id)
         self.identity = identity
@@ -44,7 +46,7 @@ class Shard:
         # All torch work, the model's construction included, on one thread (compute_thread).
         self.pool = compute_thread(f"shard{shard_id}", cfg.torch_threads or torch.get_num_threads())
         self.server = self.pool.submit(
-            SplitServer, cfg, shard_id, device, plan=plan, tenant_key=identity.tenant_key
+            SplitServer, cfg, shard_id, device, plan=plan, tenant_key=identity.tenant_key, cuts=cuts
         ).result()
         self.queue: collections.deque = collections.deque()
         self.draining = False
