@@ -69,3 +69,15 @@ def test_fading_blocks_hold_and_repeat_for_a_seed():
     assert c.gain_at(5.0) == a.gain_at(5.0)
     with pytest.raises(ValueError, match="unknown fading 'nakagami'"):
         BlockFading("nakagami")
+
+
+def test_shannon_rates_and_block_gains_agree_with_the_scalar_forms():
+    from raysplit.link.channel import shannon_rates
+
+    g = np.array([0.0, 0.5, 1.0, 3.0])
+    np.testing.assert_allclose(shannon_rates(5e6, 1e-3, g, 1e-9), [shannon_rate(5e6, 1e-3, x, 1e-9) for x in g])
+    with pytest.raises(ValueError, match="gains must be >= 0"):
+        shannon_rates(5e6, 1e-3, np.array([-1.0]), 1e-9)
+    a, b = BlockFading(block_s=0.1, seed=4), BlockFading(block_s=0.1, seed=4)
+    np.testing.assert_array_equal(a.block_gains(3, 4), [b.gain_at(0.1 * k + 0.05) for k in range(3, 7)])
+    assert a.gain_at(0.0) == b.block_gains(0, 1)[0]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raysplit.energy.costs import HardwareCosts
-from raysplit.link.channel import shannon_rate, transmit_energy, transmit_seconds_many
+from raysplit.link.channel import shannon_rate, shannon_rates, transmit_energy, transmit_seconds_many
 
 J_PER_KWH = 3.6e6
 EU_CARBON_INDEX = 0.275  # kg CO2e per kWh, the EU average the paper uses (EEA, 2020)
@@ -82,8 +82,7 @@ class Radio:
 
     def rates(self, gains: np.ndarray) -> np.ndarray:
         """R of eq. 3 in bit/s for each fading gain |h|²."""
-        p = self.power_w * self.path_gain
-        return np.array([shannon_rate(self.bandwidth_hz, p, float(g), self.noise_psd) for g in np.ravel(gains)])
+        return shannon_rates(self.bandwidth_hz, self.power_w * self.path_gain, np.ravel(gains), self.noise_psd)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ class Uplink:
         return self.fading.block_s
 
     def gains(self, start: int, n: int) -> np.ndarray:
-        """|h|² of blocks start..start+n-1 (asked at mid-block, so rounding cannot slip a block)."""
-        return np.array([self.fading.gain_at((start + k + 0.5) * self.block_s) for k in range(n)])
+        """|h|² of blocks start..start+n-1."""
+        return self.fading.block_gains(start, n)
 
     def rates_for(self, bits: float, start: int) -> np.ndarray:
         """The rates (bit/s) of the blocks from ``start`` on, as many as carry ``bits``."""

@@ -8,6 +8,7 @@ capacity fades) and the energy-aware split choice (the transmission energy of a 
 * :class:`BlockFading`: |h|² held constant for ``block_s`` seconds, then redrawn. Rayleigh
   fading (h ~ CN(0, 1), the paper's model) makes |h|² exponential with mean 1; Rician
   with K-factor k, and no fading (|h|² = 1), are the alternatives.
+* :func:`shannon_rates`: the same for an array of gains.
 * :func:`transmit_seconds`: the smallest τ with ∫₀^τ R(t) dt >= bits (eq. 4) over a
   piecewise-constant rate.
 * :func:`transmit_seconds_many`: the same for several sizes over the same blocks at once.
@@ -39,6 +40,15 @@ def shannon_rate(bandwidth_hz: float, power_w: float, gain: float, noise_psd: fl
     if noise_psd <= 0:
         raise ValueError(f"noise power spectral density N0 must be > 0 W/Hz, got {noise_psd}")
     return bandwidth_hz * math.log2(1.0 + power_w * gain / (noise_psd * bandwidth_hz))
+
+
+def shannon_rates(bandwidth_hz: float, power_w: float, gains: np.ndarray, noise_psd: float) -> np.ndarray:
+    """:func:`shannon_rate` for an array of power gains at once (eq. 3), bit/s."""
+    g = np.asarray(gains, dtype=float)
+    shannon_rate(bandwidth_hz, power_w, 1.0, noise_psd)  # checks W, P and N0
+    if g.size and not g.min() >= 0:
+        raise ValueError(f"gains must be >= 0, got {g.min()}")
+    return bandwidth_hz * np.log2(1.0 + power_w * g / (noise_psd * bandwidth_hz))
 
 
 def transmit_seconds(bits: float, rates: np.ndarray | list[float], block_s: float) -> float:
@@ -142,6 +152,15 @@ class BlockFading:
         if k >= len(self._gains):
             self._gains.extend(self.draw(k + 1 - len(self._gains)).tolist())
         return self._gains[k]
+
+    def block_gains(self, first: int, n: int) -> np.ndarray:
+        """|h|² of blocks first..first+n-1 (block k covers [k·block_s, (k+1)·block_s));
+        the same values :meth:`gain_at` gives inside them."""
+        if first < 0 or n < 0:
+            raise ValueError(f"blocks must be >= 0, got first {first}, n {n}")
+        if first + n > len(self._gains):
+            self._gains.extend(self.draw(first + n - len(self._gains)).tolist())
+        return np.array(self._gains[first:first + n])
 
     def state_dict(self) -> dict:
         return {"rng": self._rng.bit_generator.state, "gains": list(self._gains)}
