@@ -11,7 +11,7 @@ from torch import nn
 
 from raysplit import codec
 from raysplit.config.energy import EnergyConfig, EnergySplitConfig
-from raysplit.energy.choice import CutPlanner, choose_cut, policy_cut
+from raysplit.energy.choice import CutPlanner, choose_cut, layer_cuts, policy_cut
 from raysplit.energy.costs import HardwareCosts
 from raysplit.energy.energy import Radio, co2_kg, computation_energy, cut_energies, memory_energy
 from raysplit.energy.profile import profile_model
@@ -188,7 +188,10 @@ def test_policies_on_known_energies():
     prof = profile_model("mnist_cnn", m.layers, (1, 28, 28))
     planner = CutPlanner(prof, HardwareCosts(), "float32", "payload", 1e-3, 0.01)
     en = planner.energies(1, Radio(5e6).rates(np.ones(200)))
-    assert policy_cut("ps", prof, en) == int(np.argmin(en.total))
+    # PS picks among the layers 1..L (the paper's l in {1..L}); with the input allowed, among 0..L.
+    assert policy_cut("ps", prof, en) == 1 + int(np.argmin(en.total[1:]))
+    assert policy_cut("ps", prof, en, layer_cuts(13, with_input=True)) == int(np.argmin(en.total))
+    assert en.total[0] < en.total[1:].min()  # at 5 MHz the raw image is the cheapest message of all
     assert (policy_cut("pool-1", prof, en), policy_cut("softmax", prof, en), policy_cut("input", prof, en)) == (2, 13, 0)
     # Cut 0 costs no processing and 784 x 32 bits at the |h|^2 = 1 rate.
     assert en.processing[0] == 0.0
@@ -216,7 +219,8 @@ def test_table_iii_without_fading_by_formula():
     assert res["pool-1"].energy_j == pytest.approx(pool1)
     assert res["pool-1"].transmit_j == pytest.approx(1e-3 * sparse.elements_at(2) * 32 / rate)
     every = e_c + e_m + 1e-3 * np.array([sparse.elements_at(k) * 32 for k in sparse.cuts]) / rate
-    assert res["PS"].energy_j == pytest.approx(every.min()) and res["PS"].cuts == {int(every.argmin()): 5}
+    assert res["PS"].energy_j == pytest.approx(every[1:].min()) and res["PS"].cuts == {1 + int(every[1:].argmin()): 5}
+    assert res["input"].energy_j == pytest.approx(every[0]) and res["input"].processing_j == 0.0
     assert res["PS"].energy_j <= min(res["pool-1"].energy_j, res["softmax"].energy_j)
     assert res["PSNC"].energy_j >= res["PS"].energy_j  # the dense model costs more at every cut
     assert res["softmax"].co2_kg == pytest.approx(co2_kg(res["softmax"].energy_j))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from raysplit.codec import CodecConfig
 from raysplit.config.cli import option
 from raysplit.data import DATASETS
-from raysplit.energy.choice import POLICIES
+from raysplit.energy.choice import POLICIES, layer_cuts
 from raysplit.energy.costs import ARITHMETICS, DRAM_PJ_RANGE, MEMORIES, HardwareCosts
 from raysplit.energy.energy import EU_CARBON_INDEX, Radio
 from raysplit.energy.simulate import Draws
@@ -44,6 +44,7 @@ class EnergyConfig:
         draws: channel draws (inferences) in the Table III simulation.
         channel_seed: seed of the channel draws (client c of the cluster uses channel_seed + 1 + c).
         carbon_index: kg CO2e per kWh of the client's electricity (EU average: 0.275).
+        send_input: PS may also send the raw input (cut 0); the paper chooses among the layers 1..L.
         bits: payload (the values at the codec's width plus its metadata, e.g. int8 scales; float32 =
             the paper's 32 bits per element) or message (the whole codec message, header included).
     """
@@ -63,6 +64,7 @@ class EnergyConfig:
     draws: int = 1000
     channel_seed: int = 0
     carbon_index: float = EU_CARBON_INDEX
+    send_input: bool = False
     bits: str = field(default="payload", metadata=option(choices=BIT_COUNTS))
 
     def __post_init__(self) -> None:
@@ -89,6 +91,10 @@ class EnergyConfig:
             raise ValueError(f"interval_s {self.interval_s} must be a whole number of fading blocks of "
                              f"{self.block_s} s")
         return k
+
+    def ps_cuts(self, depth: int) -> range:
+        """The cuts PS chooses from for a model of ``depth`` layers."""
+        return layer_cuts(depth, self.send_input)
 
     def hardware(self) -> HardwareCosts:
         return HardwareCosts(self.arithmetic, self.memory, self.dram_pj)
@@ -118,8 +124,9 @@ class EnergySplitConfig:
             paper).
         train_subset: train on a class-stratified subset of this many samples (all = every one).
         test_subset: infer on a class-stratified subset of this many test samples (all = every one).
-        epochs: training epochs of the original model.
-        sparse_epochs: epochs of eq. 10 (L1-sparsified) training, starting from the original model.
+        epochs: epochs of the plain loss, from which both models go on.
+        sparse_epochs: then this many more epochs of the plain loss (the original model) and of eq. 10 (the
+            sparsified one), on the same batches.
         batch_size: training batch (the paper: 64).
         lr: Adam's learning rate (the paper: 1e-3).
         l1: 1 - mu of eq. 10, the weight of the L1 term (the paper's mu = 0.9999: 1e-4).
@@ -146,7 +153,7 @@ class EnergySplitConfig:
     dataset: str = field(default="mnist", metadata=option(choices=lambda: tuple(DATASETS)))
     data_dir: str | None = field(default=None, metadata=option(none_word="default"))
     image_size: int | None = field(default=None, metadata=option(none_word="native"))
-    train_subset: int | None = field(default=20000, metadata=option(none_word="all"))
+    train_subset: int | None = field(default=10000, metadata=option(none_word="all"))
     test_subset: int | None = field(default=2000, metadata=option(none_word="all"))
     epochs: int = 2
     sparse_epochs: int = 2

@@ -2,10 +2,11 @@
 
 ``CutPlanner`` turns a model's profile into energies per cut for a batch over given
 fading-block rates; a policy picks the cut. The proposed selection (PS) is the argmin
-of the client's energy E over all cuts (Krouka et al., §III-B); the baselines are fixed
-cuts: the first pooling layer ("pool-1"), the class scores ("softmax"), the raw input
-("input", plain offloading). PSNC is PS on the model without compression: a planner of
-that model's profile with the same policy.
+of the client's energy E over the layers l = 1..L (Krouka et al., §III-B: the raw input
+is not among the paper's choices; ``layer_cuts(depth, with_input=True)`` adds it); the
+baselines are fixed cuts: the first pooling layer ("pool-1"), the class scores
+("softmax"), the raw input ("input", plain remote inference). PSNC is PS on the model
+without compression: a planner of that model's profile with the same policy.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ def choose_cut(total: np.ndarray, allowed: Sequence[int] | None = None) -> int:
     return int(cuts[np.argmin(total[cuts])])
 
 
-def policy_cut(policy: str, profile: ModelProfile, energies: CutEnergies) -> int:
-    """The cut ``policy`` sends for these energies."""
+def layer_cuts(depth: int, with_input: bool = False) -> range:
+    """The cuts PS chooses from: the layers' outputs 1..L (and the raw input, 0)."""
+    return range(0 if with_input else 1, depth + 1)
+
+
+def policy_cut(policy: str, profile: ModelProfile, energies: CutEnergies, allowed: Sequence[int] | None = None) -> int:
+    """The cut ``policy`` sends for these energies (PS: the cheapest of ``allowed``,
+    default the layers 1..L)."""
     if policy == "ps":
-        return choose_cut(energies.total)
+        return choose_cut(energies.total, layer_cuts(profile.depth) if allowed is None else allowed)
     if policy == "pool-1":
         return profile.cut_named("pool1")
     if policy == "softmax":

@@ -11,6 +11,7 @@ are not sent (the server fills them in itself).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ class EnergyClient:
     uplink: this client's radio and channel.
     policy: ``raysplit.energy.choice.POLICIES``.
     interval_blocks: fading blocks between consecutive messages.
+    allowed: the cuts PS (and PSNC) choose from (default: the layers 1..L).
     carbon_index: kg CO2e per kWh.
     client_id: carried in every message.
     identity: run and tenant (records; the tenant key goes on the wire).
@@ -40,7 +42,7 @@ class EnergyClient:
 
     def __init__(self, model: WholeModel, planner: CutPlanner, original: CutPlanner, uplink: Uplink, *,
                  policy: str, interval_blocks: int, carbon_index: float, client_id: int,
-                 identity: Identity) -> None:
+                 identity: Identity, allowed: Sequence[int] | None = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
         if policy == "pool-1":
@@ -48,6 +50,7 @@ class EnergyClient:
         self.model, self.planner, self.original, self.uplink = model, planner, original, uplink
         self.policy, self.interval_blocks, self.carbon_index = policy, interval_blocks, carbon_index
         self.client_id, self.identity = int(client_id), identity
+        self.allowed = None if allowed is None else tuple(allowed)
         self.pool1 = planner.profile.cut_named("pool1") if "pool1" in planner.profile.names() else None
         self.model.layers.eval()
         self.batch = 0
@@ -70,9 +73,9 @@ class EnergyClient:
         most = max(self.planner.bits(n).max(), self.original.bits(n).max())
         rates = self.uplink.rates_for(most, start)
         en = self.planner.energies(n, rates)
-        cut = policy_cut(self.policy, self.planner.profile, en)
+        cut = policy_cut(self.policy, self.planner.profile, en, self.allowed)
         orig = self.original.energies(n, rates)
-        psnc = policy_cut("ps", self.original.profile, orig)
+        psnc = policy_cut("ps", self.original.profile, orig, self.allowed)
         nan = float("nan")
         pool1 = (nan, nan) if self.pool1 is None else (en.processing[self.pool1], en.transmit[self.pool1])
         t = time.perf_counter()
@@ -91,6 +94,6 @@ class EnergyClient:
             pool1_processing_j=float(pool1[0]), pool1_transmit_j=float(pool1[1]),
             softmax_processing_j=float(en.processing[-1]), softmax_transmit_j=float(en.transmit[-1]),
             psnc_processing_j=float(orig.processing[psnc]), psnc_transmit_j=float(orig.transmit[psnc]),
-            psnc_cut=psnc, correct=int((inf.predictions == np.asarray(y)).sum()), latency=latency,
+            psnc_cut=psnc, input_transmit_j=float(en.transmit[0]), correct=int((inf.predictions == np.asarray(y)).sum()), latency=latency,
         )
         return inf.predictions, row

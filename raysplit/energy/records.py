@@ -30,6 +30,7 @@ class InferenceRow:
         pool1_processing_j, pool1_transmit_j, softmax_processing_j, softmax_transmit_j,
         psnc_processing_j, psnc_transmit_j: the baselines' E_p and E_tr.
         psnc_cut: the cut PSNC would send.
+        input_transmit_j: E_tr of sending the raw input (E_p = 0: plain remote inference).
         correct: samples the server classified right.
         latency: wall seconds from encoding to holding the predictions.
     """
@@ -61,6 +62,7 @@ class InferenceRow:
     psnc_processing_j: float
     psnc_transmit_j: float
     psnc_cut: int
+    input_transmit_j: float
     correct: int
     latency: float
 

@@ -152,7 +152,10 @@ def cluster_table(rows: list[InferenceRow], bandwidth: float, policy: str, carbo
     return [col("pool-1", "compressed", "pool1_processing_j", "pool1_transmit_j"),
             col("softmax", "compressed", "softmax_processing_j", "softmax_transmit_j"),
             col(chosen, "compressed", "processing_j", "transmit_j"),
-            col("PSNC", "original", "psnc_processing_j", "psnc_transmit_j")]
+            col("PSNC", "original", "psnc_processing_j", "psnc_transmit_j"),
+            {**col("input", "none", "input_transmit_j", "input_transmit_j"), "processing_j": 0.0,
+             "energy_j": sum(r.input_transmit_j for r in rows) / n,
+             "co2_kg": float(co2_kg(sum(r.input_transmit_j for r in rows) / n, carbon_index))}]
 
 
 def _plot(rows: list[InferenceRow], names: list[str], path: Path) -> None:
@@ -213,7 +216,8 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
                 for n, p in (("compressed", comp_profile), ("original", dense_profile))}
     simulated = []
     for w in e.bandwidths:
-        for r in simulate(planners, e.radio(w), e.draws_config(samples=cfg.infer_batch), e.carbon_index):
+        for r in simulate(planners, e.radio(w), e.draws_config(samples=cfg.infer_batch), e.carbon_index,
+                          allowed=e.ps_cuts(comp_profile.depth)):
             simulated.append({"bandwidth": w, **dataclasses.asdict(r)})
     _write_json(out / "simulated.json", simulated)
 
@@ -290,7 +294,7 @@ def _cluster(cfg: EnergySplitConfig, identity: Identity, comp: ModelProfile, den
                 state=state_ref, compressed=comp, original=dense, costs=e.hardware(), codec=cfg.codec, bits=e.bits,
                 radio=e.radio(), fading=e.fading, block_s=e.block_s, seed=e.channel_seed + 1 + c,
                 rician_k=e.rician_k, policy=cfg.policy, interval_blocks=e.interval_blocks,
-                carbon_index=e.carbon_index, batch=cfg.infer_batch, test_x=ray.put(test.x[share[c]]),
+                carbon_index=e.carbon_index, allowed=tuple(e.ps_cuts(comp.depth)), batch=cfg.infer_batch, test_x=ray.put(test.x[share[c]]),
                 test_y=ray.put(test.y[share[c]]), shard=shards[s], shard_id=s)
             actor = EnergyClientActor.options(num_cpus=cpus).remote(spec, identity, buffer)
             actors.append(actor)

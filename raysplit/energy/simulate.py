@@ -9,6 +9,7 @@ sees the very same channel realisation and their differences are the methods' al
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +19,10 @@ from raysplit.energy.energy import Radio, co2_kg
 from raysplit.energy.uplink import Uplink
 from raysplit.link.channel import BlockFading
 
-# (the paper's name, which model, which policy): PSNC is PS on the uncompressed model.
+# (the paper's name, which model, which policy): PSNC is PS on the uncompressed model;
+# "input" (the raw image sent, the traditional remote inference) is not in the paper's table.
 TABLE_METHODS = (("pool-1", "compressed", "pool-1"), ("softmax", "compressed", "softmax"),
-                 ("PS", "compressed", "ps"), ("PSNC", "original", "ps"))
+                 ("PS", "compressed", "ps"), ("PSNC", "original", "ps"), ("input", "compressed", "input"))
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,10 @@ class Draws:
 
 
 def simulate(planners: dict[str, CutPlanner], radio: Radio, draws: Draws, carbon_index: float,
-             methods=TABLE_METHODS) -> list[MethodResult]:
+             methods=TABLE_METHODS, allowed: Sequence[int] | None = None) -> list[MethodResult]:
     """Every method's mean energies over ``draws.count`` channel draws. ``planners`` maps
-    "compressed" and "original" to the planner of that model."""
+    "compressed" and "original" to the planner of that model; ``allowed``: the cuts PS
+    and PSNC choose from (default: the layers 1..L)."""
     for _, model, _ in methods:
         if model not in planners:
             raise ValueError(f"no planner for the {model} model (have {', '.join(planners)})")
@@ -90,7 +93,7 @@ def simulate(planners: dict[str, CutPlanner], radio: Radio, draws: Draws, carbon
         per_model = {name: p.energies(draws.samples, rates) for name, p in planners.items()}
         for name, model, policy in methods:
             en = per_model[model]
-            c = policy_cut(policy, planners[model].profile, en)
+            c = policy_cut(policy, planners[model].profile, en, allowed)
             e[name].append(en.total[c] / draws.samples)
             ep[name].append(en.processing[c] / draws.samples)
             etr[name].append(en.transmit[c] / draws.samples)

@@ -11,7 +11,7 @@ PAPER_TABLE_III = {
     15e6: {"pool-1": (1.24e-4, 0.66e-4, 0.58e-4, 0.1e-10), "softmax": (1.67e-4, 1.67e-4, 0.002e-4, 0.12e-10),
            "PS": (0.53e-4, 0.23e-4, 0.31e-4, 0.04e-10), "PSNC": (0.61e-4, 0.23e-4, 0.38e-4, 0.05e-10)},
 }
-METHOD_ORDER = ("pool-1", "softmax", "PS", "PSNC")
+METHOD_ORDER = ("pool-1", "softmax", "PS", "PSNC", "input")
 QUANTITIES = (("energy_j", "E (10^-4 J)", 1e-4), ("processing_j", "E_p (10^-4 J)", 1e-4),
               ("transmit_j", "E_tr (10^-4 J)", 1e-4), ("co2_kg", "EU CO2e (10^-10 kg)", 1e-10))
 

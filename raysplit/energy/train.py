@@ -84,9 +84,15 @@ def train(name: str, train_data: ArrayDataset, test_data: ArrayDataset, *, epoch
 
 def train_both(name: str, train_data: ArrayDataset, test_data: ArrayDataset, *, epochs: int, sparse_epochs: int,
                mu: float, threads: int | None = None, **kw) -> tuple[Trained, Trained]:
-    """The original model (μ = 1, ``epochs``), then the sparsified one: eq. 10 with ``mu``
-    for ``sparse_epochs`` more, from the original (not yet pruned)."""
-    original = train(name, train_data, test_data, epochs=epochs, mu=1.0, threads=threads, **kw)
-    sparse = train(name, train_data, test_data, epochs=sparse_epochs, mu=mu, threads=threads, init=original.state,
+    """(original, sparsified), trained alike: ``epochs`` of the plain loss, then from that
+    model ``sparse_epochs`` more of the plain loss (the original) and of eq. 10 with ``mu``
+    (the sparsified one, not yet pruned), on the same batches."""
+    base = train(name, train_data, test_data, epochs=epochs, mu=1.0, threads=threads, **kw)
+    original = train(name, train_data, test_data, epochs=sparse_epochs, mu=1.0, threads=threads, init=base.state,
+                     first_epoch=epochs, **kw)
+    sparse = train(name, train_data, test_data, epochs=sparse_epochs, mu=mu, threads=threads, init=base.state,
                    first_epoch=epochs, **kw)
-    return original, sparse
+    seconds = base.seconds
+    return (Trained(original.state, original.test_accuracy, base.epoch_loss + original.epoch_loss,
+                    seconds + original.seconds),
+            Trained(sparse.state, sparse.test_accuracy, base.epoch_loss + sparse.epoch_loss, seconds + sparse.seconds))

@@ -43,6 +43,7 @@ class EnergyClientSpec:
         costs, codec, bits, radio: the energy model.
         fading, block_s, seed, rician_k: its channel (seed: its own).
         policy, interval_blocks, carbon_index: how it picks and prices its cut.
+        allowed: the cuts PS chooses from.
         batch: samples per message.
         test_x, test_y: its share of the test set (object references).
         shard, shard_id: the shard actor that runs the rest, and its number.
@@ -66,6 +67,7 @@ class EnergyClientSpec:
     policy: str
     interval_blocks: int
     carbon_index: float
+    allowed: tuple[int, ...]
     batch: int
     test_x: object
     test_y: object
@@ -95,7 +97,7 @@ class EnergyClientHost:
         uplink = Uplink(spec.radio, BlockFading(spec.fading, spec.block_s, spec.seed, spec.rician_k))
         self.client = EnergyClient(model, planner, original, uplink, policy=spec.policy,
                                    interval_blocks=spec.interval_blocks, carbon_index=spec.carbon_index,
-                                   client_id=spec.client, identity=identity)
+                                   client_id=spec.client, identity=identity, allowed=spec.allowed)
         self.data = ArrayDataset("test", np.array(_get(spec.test_x)), np.array(_get(spec.test_y)), spec.num_classes)
         self.transport = RayShardTransport(spec.shard)
         self.buffer, self.sink = buffer, BufferSink(buffer)
