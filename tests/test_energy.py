@@ -263,3 +263,21 @@ def test_energy_config_checks_its_values():
     with pytest.raises(ValueError, match="shards must be in 1..clients"):
         EnergySplitConfig(clients=2, shards=3)
     assert EnergySplitConfig().mu == pytest.approx(0.9999)
+
+
+def test_job_rejects_bad_options_clearly(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
+    from energy_split import config_from_argv, parser
+
+    for argv, msg in ((["--codec", "int8+zstd"], "zstd's depends on the data"),
+                      (["--interval-s", "0.015"], "whole number of fading blocks"),
+                      (["--policy", "greedy"], "--policy: 'greedy' is not one of: ps, pool-1, softmax, input"),
+                      (["--clients", "2", "--shards", "3"], "shards must be in 1..clients (2), got 3")):
+        with pytest.raises(SystemExit) as e:
+            config_from_argv(parser(), argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    cfg = config_from_argv(parser(), ["--bandwidth", "15e3", "--fading", "rician", "--send-input"])
+    assert cfg.energy.bandwidth == 15e3 and cfg.energy.fading == "rician" and cfg.energy.send_input
