@@ -117,7 +117,7 @@ def _models(cfg: EnergySplitConfig, train_data: ArrayDataset, test_data: ArrayDa
 
 
 def _profile(cfg: EnergySplitConfig, state: dict, shape, classes):
-    """The model with these weights, and its profile."""
+    """The model's profile with these weights, and the model."""
     m = whole_model(cfg.model, shape, classes)
     load_numpy_state(m.layers, state)
     return profile_model(cfg.model, m.layers, shape), m
@@ -200,9 +200,9 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
     meta = dict(model=cfg.model, input_shape=shape, num_classes=classes)
     save_model(out / "models/original.pt", state=original["state"], **meta, **_meta(original))
     save_model(out / "models/sparse.pt", state=sparse["state"], **meta, **_meta(sparse))
-    dense_profile, _ = _profile(cfg, original["state"], shape, classes)
+    dense_profile, dense_model = _profile(cfg, original["state"], shape, classes)
     comp_profile, comp_model = _profile(cfg, compressed_state, shape, classes)
-    comp_acc = accuracy(comp_model, test_data)
+    orig_acc, comp_acc = accuracy(dense_model, test_data), accuracy(comp_model, test_data)  # on this run's test set
     ratio = compression_ratio(original["state"], compressed_state)
     save_model(out / "models/compressed.pt", state=compressed_state, **meta, **_meta(sparse),
                prune_threshold=cfg.prune_threshold, test_accuracy_pruned=comp_acc, compression_ratio=ratio)
@@ -227,7 +227,7 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
     table = cluster_table(rows, e.bandwidth, cfg.policy, e.carbon_index)
     n = sum(r.samples for r in rows)
     md = [f"# Energy-aware split: {cfg.model} on {cfg.dataset}, run {identity.run}\n",
-          f"original model: test accuracy {original['test_accuracy']:.4f}; compressed (L1 {cfg.l1:g}, threshold "
+          f"original model: test accuracy {orig_acc:.4f}; compressed (L1 {cfg.l1:g}, threshold "
           f"{cfg.prune_threshold:g}): {comp_acc:.4f}, C_r = {ratio:.1f} ({nonzero(original['state']):,} -> "
           f"{nonzero(compressed_state):,} parameters)\n",
           "## Simulated (Table III layout; the paper's figures in brackets)\n",
@@ -247,7 +247,7 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
     summary = EnergySummary(
         run=identity.run, tenant=identity.tenant, model=cfg.model, dataset=cfg.dataset, policy=cfg.policy,
         codec=cfg.codec, clients=cfg.clients, shards=cfg.shards, bandwidth=e.bandwidth,
-        original_accuracy=float(original["test_accuracy"]), compressed_accuracy=float(comp_acc),
+        original_accuracy=float(orig_acc), compressed_accuracy=float(comp_acc),
         cluster_accuracy=sum(r.correct for r in rows) / n if n else math.nan, compression_ratio=float(ratio),
         params_original=nonzero(original["state"]), params_compressed=nonzero(compressed_state), samples=n,
         messages=len(rows), bytes_up=sum(r.bytes_up for r in rows), energy_j=energy,
