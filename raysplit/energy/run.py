@@ -111,7 +111,8 @@ def _models(cfg: EnergySplitConfig, train_data: ArrayDataset, test_data: ArrayDa
     kw = dict(epochs=cfg.epochs, sparse_epochs=cfg.sparse_epochs, mu=cfg.mu, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed)
     done = ray.get(task.remote(cfg.model, ray.put(train_data), ray.put(test_data), cpus, kw))
-    out = [{"state": d.state, "test_accuracy": d.test_accuracy, "epoch_loss": d.epoch_loss, "mu": mu,
+    # (copies: arrays from the object store are read-only, torch wants writeable ones)
+    out = [{"state": {k: np.array(v) for k, v in d.state.items()}, "test_accuracy": d.test_accuracy, "epoch_loss": d.epoch_loss, "mu": mu,
             "epochs": len(d.epoch_loss), "train_seconds": d.seconds} for d, mu in zip(done, (1.0, cfg.mu))]
     return out[0], out[1], time.perf_counter() - t
 
