@@ -134,7 +134,7 @@ class EnergySplitConfig:
         seed: initialisation and shuffling seed.
         train_cpus: CPUs (and torch threads) of the training task.
         models_from: a run directory of this job whose models/ to reuse instead of training (none = train).
-        codec: wire encoding of the cut's representation: float32, float16 or int8 (no lz4/zstd: the cut
+        codec: wire encoding of the cut's representation: float32, float16, int8 or uint8 (no lz4/zstd: the cut
             is chosen from the size before sending).
         policy: how each client picks its cut per batch: ps (least energy, the paper's), pool-1 (after the
             first pooling layer), softmax (all layers, send the class scores), input (send the raw input).
