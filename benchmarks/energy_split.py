@@ -128,9 +128,11 @@ def main(argv=None) -> int:
                        "ps_mean_cut": res["PS"].mean_cut})
     acc_comp = accuracy(model_of(compressed), test)
 
-    head = (f"MNIST ({len(train)} train / {len(test)} test, 28 px), mnist_cnn; original: {a.epochs} epochs of Adam "
-            f"lr 1e-3 batch 64, test accuracy {acc_original:.4f}; compressed: {a.sparse_epochs} more epochs of eq. 10 "
-            f"(1 - mu = {a.l1:g}) from it, pruned at {a.threshold:g}: C_r {compression_ratio(original, compressed):.1f}, "
+    how = (f"models from {a.models_from} (its config.json says how they were trained)" if a.models_from else
+           f"{a.epochs} epochs of Adam (lr 1e-3, batch 64) on the plain loss, then {a.sparse_epochs} more of it (the "
+           f"original) and of eq. 10 with 1 - mu = {a.l1:g} (the compressed)")
+    head = (f"MNIST ({len(train)} train / {len(test)} test, 28 px), mnist_cnn; {how}. Original: test accuracy "
+            f"{acc_original:.4f}; compressed, pruned at {a.threshold:g}: C_r {compression_ratio(original, compressed):.1f}, "
             f"accuracy {acc_comp:.4f}. Energy model defaults: float32 arithmetic and wire (32 bits per element), "
             f"weights fetched from DRAM at 2.6 nJ per 64-bit access, P = {e.power:g} W, N0 = {e.noise_psd:g} W/Hz, "
             f"Rayleigh block fading (blocks of {e.block_s:g} s, one inference per {e.interval_s:g} s), no path loss, "
