@@ -147,3 +147,14 @@ def test_whole_model_server_trains_from_mixed_cuts():
         g = codec.decode(res.grad)
         assert g.cut == cut and g.kind == codec.KIND_GRADIENT
         np.testing.assert_allclose(g.values, w, rtol=1e-4, atol=1e-7)
+
+
+def test_whole_model_server_takes_channels_in_any_order():
+    m = pruned_model(keep=1.0)
+    server = server_for(m, range(14))
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        rep, ref = m.run(x, 0, 2).numpy(), m.layers(x).argmax(1).numpy()
+    order = np.random.default_rng(0).permutation(16)
+    buf = codec.encode(np.ascontiguousarray(rep[:, order]), order, rep.shape, "float32", cut=2, tenant=ID.tenant_key)
+    np.testing.assert_array_equal(server.predict([buf])[0], ref)

@@ -150,9 +150,9 @@ class SplitServer:
             )
 
     def _dense_input(self, msg: codec.Message, values: torch.Tensor) -> torch.Tensor:
-        if self.whole is not None and len(msg.indices) < msg.shape[1]:
-            # The channels left out do not depend on the input (or are not used after
-            # this cut): the model's own value there stands in for them.
+        if self.whole is not None and _wire_indices(msg.indices, msg.shape[1]) is not None:
+            # Channels left out do not depend on the input (or are not used after this
+            # cut): the model's own value there stands in for them. (Any order is fine.)
             dense = self._fill_at(msg.cut).expand(len(values), *msg.shape[1:]).clone()
             dense[:, torch.from_numpy(msg.indices).to(values.device)] = values
             return dense
