@@ -83,7 +83,8 @@ def main(argv=None) -> int:
         o, s = train_both("mnist_cnn", train, test, epochs=a.epochs, sparse_epochs=a.sparse_epochs, mu=1 - a.l1,
                           threads=a.threads)
         original, sparse = o.state, s.state
-        trained = {"original_epoch_loss": o.epoch_loss, "sparse_epoch_loss": s.epoch_loss, "seconds": o.seconds + s.seconds}
+        trained = {"original_epoch_loss": o.epoch_loss, "sparse_epoch_loss": s.epoch_loss,
+                   "seconds": time.perf_counter() - t0}
     print(f"models ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
     def model_of(state):
@@ -122,8 +123,8 @@ def main(argv=None) -> int:
     layers = {"original": dense.profile.layer_table(costs), "compressed": comp.profile.layer_table(costs)}
     codecs = []
     for enc in a.codecs.split(","):
-        res = {r.method: r for r in simulate({"compressed": planner(compressed, enc), "original": planner(original, enc)},
-                                             e.radio(a.sweep_bandwidth), e.draws_config(), e.carbon_index)}
+        pair = {"compressed": planner(compressed, enc), "original": planner(original, enc)}
+        res = {r.method: r for r in simulate(pair, e.radio(a.sweep_bandwidth), e.draws_config(), e.carbon_index)}
         codecs.append({"codec": enc, **{f"{m}_energy_j": res[m].energy_j for m in ("pool-1", "softmax", "PS", "PSNC")},
                        "ps_mean_cut": res["PS"].mean_cut})
     acc_comp = accuracy(model_of(compressed), test)
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
            f"{a.epochs} epochs of Adam (lr 1e-3, batch 64) on the plain loss, then {a.sparse_epochs} more of it (the "
            f"original) and of eq. 10 with 1 - mu = {a.l1:g} (the compressed)")
     head = (f"MNIST ({len(train)} train / {len(test)} test, 28 px), mnist_cnn; {how}. Original: test accuracy "
-            f"{acc_original:.4f}; compressed, pruned at {a.threshold:g}: C_r {compression_ratio(original, compressed):.1f}, "
+            f"{acc_original:.4f}; compressed, pruned at {a.threshold:g}: "
+            f"C_r {compression_ratio(original, compressed):.1f}, "
             f"accuracy {acc_comp:.4f}. Energy model defaults: float32 arithmetic and wire (32 bits per element), "
             f"weights fetched from DRAM at 2.6 nJ per 64-bit access, P = {e.power:g} W, N0 = {e.noise_psd:g} W/Hz, "
             f"Rayleigh block fading (blocks of {e.block_s:g} s, one inference per {e.interval_s:g} s), no path loss, "

@@ -61,8 +61,8 @@ def test_energy_split_job_end_to_end(tmp_path):
 
 
 def test_energy_split_benchmark_quick(tmp_path):
-    r = subprocess.run([sys.executable, "benchmarks/energy_split.py", "--quick", "--train-subset", "256", "--draws", "10",
-                        "--thresholds",
+    r = subprocess.run([sys.executable, "benchmarks/energy_split.py", "--quick", "--train-subset", "256",
+                        "--draws", "10", "--thresholds",
                         "0.02,0.05", "--codecs", "float32,int8", "--out-dir", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]

@@ -66,7 +66,8 @@ class EnergyClient:
                             self.planner.codec, kind=codec.KIND_ACTIVATION, step=step, client_id=self.client_id,
                             tenant=self.identity.tenant_key, cut=cut)
 
-    def infer(self, x: np.ndarray, y: np.ndarray, transport: Transport, shard: int = 0) -> tuple[np.ndarray, InferenceRow]:
+    def infer(self, x: np.ndarray, y: np.ndarray, transport: Transport,
+              shard: int = 0) -> tuple[np.ndarray, InferenceRow]:
         """One message: choose the cut for the channel now, send, get the classes back."""
         n, b = len(x), self.batch
         start = b * self.interval_blocks
@@ -94,6 +95,7 @@ class EnergyClient:
             pool1_processing_j=float(pool1[0]), pool1_transmit_j=float(pool1[1]),
             softmax_processing_j=float(en.processing[-1]), softmax_transmit_j=float(en.transmit[-1]),
             psnc_processing_j=float(orig.processing[psnc]), psnc_transmit_j=float(orig.transmit[psnc]),
-            psnc_cut=psnc, input_transmit_j=float(en.transmit[0]), correct=int((inf.predictions == np.asarray(y)).sum()), latency=latency,
+            psnc_cut=psnc, input_transmit_j=float(en.transmit[0]),
+            correct=int((inf.predictions == np.asarray(y)).sum()), latency=latency,
         )
         return inf.predictions, row

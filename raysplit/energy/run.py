@@ -82,7 +82,8 @@ def server_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _train_remote(name: str, train_data: ArrayDataset, test_data: ArrayDataset, threads: int, kw: dict):
     # Arrays from the object store are read-only; torch wants to own writeable ones.
-    train_data, test_data = (ArrayDataset(d.name, d.x.copy(), d.y.copy(), d.num_classes) for d in (train_data, test_data))
+    train_data, test_data = (ArrayDataset(d.name, d.x.copy(), d.y.copy(), d.num_classes)
+                             for d in (train_data, test_data))
     return train_both(name, train_data, test_data, threads=threads, **kw)
 
 
@@ -112,8 +113,9 @@ def _models(cfg: EnergySplitConfig, train_data: ArrayDataset, test_data: ArrayDa
               seed=cfg.seed)
     done = ray.get(task.remote(cfg.model, ray.put(train_data), ray.put(test_data), cpus, kw))
     # (copies: arrays from the object store are read-only, torch wants writeable ones)
-    out = [{"state": {k: np.array(v) for k, v in d.state.items()}, "test_accuracy": d.test_accuracy, "epoch_loss": d.epoch_loss, "mu": mu,
-            "epochs": len(d.epoch_loss), "train_seconds": d.seconds} for d, mu in zip(done, (1.0, cfg.mu))]
+    out = [{"state": {k: np.array(v) for k, v in d.state.items()}, "test_accuracy": d.test_accuracy,
+            "epoch_loss": d.epoch_loss, "mu": mu, "epochs": len(d.epoch_loss), "train_seconds": d.seconds}
+           for d, mu in zip(done, (1.0, cfg.mu))]
     return out[0], out[1], time.perf_counter() - t
 
 
@@ -295,7 +297,8 @@ def _cluster(cfg: EnergySplitConfig, identity: Identity, comp: ModelProfile, den
                 state=state_ref, compressed=comp, original=dense, costs=e.hardware(), codec=cfg.codec, bits=e.bits,
                 radio=e.radio(), fading=e.fading, block_s=e.block_s, seed=e.channel_seed + 1 + c,
                 rician_k=e.rician_k, policy=cfg.policy, interval_blocks=e.interval_blocks,
-                carbon_index=e.carbon_index, allowed=tuple(e.ps_cuts(comp.depth)), batch=cfg.infer_batch, test_x=ray.put(test.x[share[c]]),
+                carbon_index=e.carbon_index, allowed=tuple(e.ps_cuts(comp.depth)), batch=cfg.infer_batch,
+                test_x=ray.put(test.x[share[c]]),
                 test_y=ray.put(test.y[share[c]]), shard=shards[s], shard_id=s)
             actor = EnergyClientActor.options(num_cpus=cpus).remote(spec, identity, buffer)
             actors.append(actor)
@@ -334,9 +337,11 @@ def format_summary(s: EnergySummary, out: Path | None = None) -> str:
     """The short report printed at the end (and the tables of ``table.md``)."""
     rows = [
         ("model / data", f"{s.model} / {s.dataset}"),
-        ("test accuracy", f"original {100 * s.original_accuracy:.2f} %, compressed {100 * s.compressed_accuracy:.2f} %, "
+        ("test accuracy", f"original {100 * s.original_accuracy:.2f} %, "
+                          f"compressed {100 * s.compressed_accuracy:.2f} %, "
                           f"cluster {100 * s.cluster_accuracy:.2f} %"),
-        ("compression ratio", f"{s.compression_ratio:.1f} ({s.params_original:,} -> {s.params_compressed:,} parameters)"),
+        ("compression ratio",
+         f"{s.compression_ratio:.1f} ({s.params_original:,} -> {s.params_compressed:,} parameters)"),
         ("clients / shards", f"{s.clients} / {s.shards}, policy {s.policy}, codec {s.codec}, W = {s.bandwidth:g} Hz"),
         ("inferences", f"{s.samples} in {s.messages} messages, {s.bytes_up:,} bytes up"),
         ("per inference", f"E {s.energy_j:.3e} J (E_p {s.processing_j:.3e}, E_tr {s.transmit_j:.3e}), "

@@ -49,7 +49,8 @@ class Uplink:
                 break
             n *= 2
         if rates.sum() * self.block_s < bits:
-            raise ValueError(f"{bits:g} bits do not fit in {MAX_BLOCKS} fading blocks ({MAX_BLOCKS * self.block_s:g} s) "
+            raise ValueError(f"{bits:g} bits do not fit in {MAX_BLOCKS} fading blocks "
+                             f"({MAX_BLOCKS * self.block_s:g} s) "
                              f"at W = {self.radio.bandwidth_hz:g} Hz: the channel is too poor (raise the power or "
                              f"lower the path loss)")
         return rates

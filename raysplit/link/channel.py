@@ -72,7 +72,8 @@ def transmit_seconds(bits: float, rates: np.ndarray | list[float], block_s: floa
     raise ValueError(f"{bits:g} bits do not fit in {len(rates)} blocks of {block_s:g} s ({bits - left:g} sent)")
 
 
-def transmit_seconds_many(bits: np.ndarray | list[float], rates: np.ndarray | list[float], block_s: float) -> np.ndarray:
+def transmit_seconds_many(bits: np.ndarray | list[float], rates: np.ndarray | list[float],
+                          block_s: float) -> np.ndarray:
     """:func:`transmit_seconds` for each entry of ``bits`` over the same blocks (one pass
     over the cumulative capacity instead of one loop per size)."""
     want = np.asarray(bits, dtype=float)
