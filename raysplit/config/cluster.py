@@ -9,6 +9,7 @@ from raysplit.budget.policies import POLICIES
 from raysplit.config.cli import option
 from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
+from raysplit.runtime.nodes import NODE_TYPES, PLACEMENTS
 
 MODES = ("independent", "splitfed")
 SHARD_SYNC = ("average", "allreduce")
@@ -58,6 +59,13 @@ class ClusterConfig:
             steps); auto = fast.
         openmp_spin: iterations an idle OpenMP thread of an actor spins before it sleeps
             (GOMP_SPINCOUNT; none = libgomp's 300000).
+        placement: where the actors go (``raysplit.runtime.nodes``): default (Ray's scheduling), spread
+            (a SPREAD placement group: hosts evenly over the client nodes, shards over the shard nodes) or
+            colocate (a PACK placement group per shard with the hosts of its clients: one node where it fits).
+        node_types: shards ask for the ``shard`` resource and client processes for ``client`` (the node
+            types of cluster.yaml and deploy/kuberay): auto (each when the cluster declares it), always (an
+            autoscaling cluster that adds those nodes on demand), never.
+        placement_timeout: seconds to wait for the placement groups to be placed (nodes to come up).
         fail_client: testing: CLIENT:EPOCH at which that client raises.
     """
 
@@ -79,6 +87,9 @@ class ClusterConfig:
     shard_threads: int | None = field(default=None, metadata=option(none_word="default"))
     malloc: str = field(default="auto", metadata=option(choices=MALLOC_MODES))
     openmp_spin: int | None = 30_000
+    placement: str = field(default="default", metadata=option(choices=PLACEMENTS))
+    node_types: str = field(default="auto", metadata=option(choices=NODE_TYPES))
+    placement_timeout: float = 600.0
     fail_client: tuple[int, int] | None = field(
         default=None, metadata=option(flag="inject-fault", parse=_client_epoch, metavar="CLIENT:EPOCH")
     )
@@ -97,6 +108,8 @@ class ClusterConfig:
             ("partition", self.partition, PARTITIONS),
             ("shard_device", self.shard_device, DEVICES),
             ("malloc", self.malloc, MALLOC_MODES),
+            ("placement", self.placement, PLACEMENTS),
+            ("node_types", self.node_types, NODE_TYPES),
         ):
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
@@ -110,6 +123,8 @@ class ClusterConfig:
             raise ValueError(f"max_merge must be >= 1, got {self.max_merge}")
         if self.shard_cpus < 0:
             raise ValueError(f"shard_cpus must be >= 0, got {self.shard_cpus}")
+        if self.placement_timeout <= 0:
+            raise ValueError(f"placement_timeout must be > 0 seconds, got {self.placement_timeout}")
         if self.shard_threads is not None and self.shard_threads < 1:
             raise ValueError(f"shard_threads must be >= 1, got {self.shard_threads}")
         if self.fail_client is not None:

@@ -144,6 +144,7 @@ class Summary:
         checkpoints: saved checkpoints (relative paths).
         final_filter: the filter f of client 0 at the end (None without the module).
         clients ... mean_merged_microbatches: the cluster's shape and behaviour (None for a local run).
+        placement: where the actors ran (``raysplit.runtime.nodes.where``; None for a local run).
     """
 
     run: str
@@ -184,6 +185,7 @@ class Summary:
     shard_devices: list[str] | None = None
     failed_clients: dict[str, str] = field(default_factory=dict)
     mean_merged_microbatches: float | None = None
+    placement: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,11 @@ def format_summary(s: Summary) -> str:
         per = "" if s.client_actors is None else f" in {s.client_actors} actor process{'es' if s.client_actors != 1 else ''}"
         rows.append(("clients", f"{s.clients}{per}"))
         rows += [("shards", str(s.shards)), ("mode", str(s.mode))]
+    if s.placement:
+        p = s.placement
+        shard_nodes, host_nodes = set(p["shards"].values()), {h["node"] for h in p["hosts"]}
+        rows.append(("nodes", f"{len(shard_nodes | host_nodes)} (shards on {len(shard_nodes)}, client processes on "
+                              f"{len(host_nodes)}; placement {p['strategy']})"))
     rows += [
         ("final test accuracy", f"{100 * s.final_test_accuracy:.2f} %"),
         ("bytes up / down", f"{human_bytes(s.bytes_up)} / {human_bytes(s.bytes_down)}"),

@@ -28,7 +28,8 @@ from raysplit.runtime.actors.buffer import RecordBufferActor
 from raysplit.runtime.actors.client_host import ClientActor, ClientSpec, LoopSettings
 from raysplit.runtime.actors.scheduler import SchedulerActor
 from raysplit.runtime.actors.shard import ShardActor
-from raysplit.runtime.placement import actor_env, client_num_cpus, hosting, malloc_mode, shard_of
+from raysplit.runtime import nodes
+from raysplit.runtime.placement import actor_env, malloc_mode, shard_of
 from raysplit.training.setup import prepare, test_share
 
 POLL_SECONDS = 0.5
@@ -67,46 +68,43 @@ class Cluster:
         self.steps_per_epoch = {
             c: num_batches(n, cfg.batch_size, max_batches=cfg.max_batches) for c, n in self.part_sizes.items()
         }
-        resources = ray.cluster_resources()
-        cpus = resources.get("CPU", 1.0)
         self.malloc = malloc_mode(cc.malloc)
         env = actor_env(self.malloc, cc.openmp_spin)
+        # Which nodes the actors go to (node types, placement groups): runtime/nodes.py.
+        self.layout = layout = nodes.layout_for(cc, nodes.inventory_now())
+        for note in layout.notes:
+            print(f"[raysplit] {note}", flush=True)
+        self.placement_groups, strategies = nodes.create_groups(layout, cc.placement_timeout)
+        use_gpu = layout.use_gpu
 
-        self.buffer = RecordBufferActor.options(num_cpus=0).remote()
-        use_gpu = cc.shard_device == "cuda" or (cc.shard_device == "auto" and resources.get("GPU", 0) >= cc.shards)
+        self.buffer = RecordBufferActor.options(**nodes.on_driver_node()).remote()
         shard_split = split.replace(torch_threads=cc.shard_threads or max(1, int(round(cc.shard_cpus))))
-        shard_opts = {"num_cpus": cc.shard_cpus, "num_gpus": 1 if use_gpu else 0, "max_concurrency": 1000,
-                      "runtime_env": env}
-        if resources.get("shard", 0) >= cc.shards:  # cluster.yaml's GPU node type declares it
-            shard_opts["resources"] = {"shard": 1}
         self.shards = [
-            ShardActor.options(**shard_opts).remote(shard_split, self.plan, k, self.identity, cc.max_merge,
-                                                    "cuda" if use_gpu else "cpu")
+            ShardActor.options(**nodes.actor_options(layout, nodes.SHARD, k, strategies), max_concurrency=1000,
+                               runtime_env=env).remote(shard_split, self.plan, k, self.identity, cc.max_merge,
+                                                       "cuda" if use_gpu else "cpu")
             for k in range(cc.shards)
         ]
-        self.scheduler = SchedulerActor.options(num_cpus=0).remote(
+        self.scheduler = SchedulerActor.options(**nodes.on_driver_node()).remote(
             cc.policy, self.plan, self.steps_per_epoch, {c: float(n) for c, n in self.part_sizes.items()},
             self.identity, self.shards, cc.shard_sync, self.buffer, segment_steps=cc.sync_every,
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every,
         )
-        self.client_num_cpus = client_num_cpus(cc.client_cpu, cc.clients, cpus, cc.shard_cpus, cc.shards)
+        self.client_num_cpus = layout.client_num_cpus
         settings = LoopSettings(cfg.dataset, train.num_classes, cfg.batch_size, split.seed, self.t0,
                                 cc.fail_client)
         client_split = split.replace(torch_threads=split.torch_threads or 1)
-        self.clients_per_actor = k = hosting(cc.clients_per_actor, cc.clients, cpus)
+        self.clients_per_actor = layout.clients_per_actor
         self.hosts, self.host_of = [], {}
-        for first in range(0, cc.clients, k):
-            ids = self.ids[first : first + k]
+        for i, ids in enumerate(layout.hosts):
             specs = {}
             for c in ids:
                 share = test_share(len(test), cc.clients, c, cfg.evaluate)
                 s = shard_of(c, cc.shards)
                 specs[c] = ClientSpec(ray.put(train.x[parts[c]]), ray.put(train.y[parts[c]]),
                                       ray.put(test.x[share]), ray.put(test.y[share]), self.shards[s], s)
-            opts = {"num_cpus": self.client_num_cpus * len(ids), "max_concurrency": len(ids) + 4, "runtime_env": env}
-            if resources.get("client", 0) >= 1:
-                opts["resources"] = {"client": min(1.0, float(len(ids)))}
-            host = ClientActor.options(**opts).remote(client_split, self.plan, specs, self.scheduler, self.buffer,
+            opts = nodes.actor_options(layout, "host", i, strategies)
+            host = ClientActor.options(**opts, max_concurrency=len(ids) + 4, runtime_env=env).remote(client_split, self.plan, specs, self.scheduler, self.buffer,
                                                       self.identity, settings, cc.client_cpu, cc.cap_mechanism)
             self.hosts.append(host)
             for c in ids:
@@ -175,6 +173,7 @@ class Cluster:
             malloc=self.malloc, shard_devices=[s["device"] for s in self.shard_info],
             failed_clients={str(c): e for c, e in sorted(self.failed.items())},
             mean_merged_microbatches=float(np.mean(merges)) if merges else 0.0,
+            placement=nodes.where(self.layout, self.shard_info, self.host_info),
         )
 
     def stop(self) -> None:
@@ -186,6 +185,7 @@ class Cluster:
             ray.kill(h)
         for a in [*self.shards, self.scheduler, self.buffer]:
             ray.kill(a)
+        nodes.remove_groups(getattr(self, "placement_groups", []))
 
 
 def run_cluster(cc: ClusterConfig, *, callbacks: Sequence[Callback] = ()) -> tuple[Summary, Cluster]:

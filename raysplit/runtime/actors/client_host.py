@@ -125,7 +125,8 @@ class ClientHost:
             )
 
     def ready(self) -> dict:
-        return {"pid": os.getpid(), "clients": self.ids, "cap": self.cap.mechanism}
+        return {"pid": os.getpid(), "clients": self.ids, "cap": self.cap.mechanism,
+                "node": ray.get_runtime_context().get_node_id()}
 
     def _on(self, client: int, fn, *args):
         """Run ``fn(*args)`` on ``client``'s compute thread and wait for it."""

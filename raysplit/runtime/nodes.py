@@ -1,0 +1,371 @@
+"""Which nodes the actors go to: node types (``shard`` / ``client`` resources) and
+placement groups.
+
+A cloud cluster has two kinds of worker nodes (``cluster.yaml``,
+``deploy/kuberay/rayjob.yaml``): GPU nodes that declare a ``shard`` resource and CPU
+nodes that declare a ``client`` resource. One unit of ``shard`` holds one server shard;
+one unit of ``client`` holds one client actor process (which may host several emulated
+clients). The head declares neither and no CPUs: the driver is a plain process and asks
+for nothing; the scheduler and the record buffer (zero CPUs) are pinned to the driver's
+node, so losing a worker node cannot take the run's bookkeeping with it.
+
+Where co-location matters, the actors are created in placement groups
+(:data:`PLACEMENTS`):
+
+* ``default``: no placement group; each actor asks for its resources and Ray's default
+  scheduling places it.
+* ``spread``: one group over every shard and client host with Ray's SPREAD strategy:
+  hosts are spread evenly over the client nodes, shards over the shard nodes.
+* ``colocate``: one group per shard with Ray's PACK strategy: the shard and the hosts of
+  its clients on one node where a node has room for them all (activations then cross no
+  network); clients are grouped into hosts shard by shard, so every host talks to one shard.
+
+Everything here but :func:`inventory_now` and :func:`create_groups` is pure: the plan
+(:class:`Layout`) is a function of the configuration and of what the cluster has, and
+``tests/test_cluster_yaml.py`` checks the deployment files against the demands it makes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from raysplit.runtime.placement import client_num_cpus, hosting, max_client_processes, shard_of
+
+SHARD, CLIENT = "shard", "client"
+PLACEMENTS = ("default", "spread", "colocate")
+NODE_TYPES = ("auto", "always", "never")
+# Ray refuses a placement-group bundle whose resources are all zero; a host that asks for
+# no CPU share gets this much in a bundle.
+MIN_BUNDLE_CPU = 0.001
+# How long a colocated group planned onto one node (STRICT_PACK) may wait before it is
+# placed with PACK instead (another group, or someone else, took that node's room).
+STRICT_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What the cluster has, or what its autoscaler can grow it to.
+
+    Args:
+        cpus: CPUs of all nodes.
+        gpus: GPUs of all nodes.
+        client_cpus: CPUs of the nodes that declare ``client`` (0: none does).
+        client_units: ``client`` units (client processes the cluster can hold).
+        shard_units: ``shard`` units.
+        shard_gpus: GPUs of the nodes that declare ``shard``.
+        shared_cpus: CPUs of nodes that declare both (shards and clients compete there).
+        autoscaler: the figures include nodes the autoscaler may still add.
+        nodes: each alive node's resources (to tell which node can hold a whole group).
+    """
+
+    cpus: float
+    gpus: float = 0.0
+    client_cpus: float = 0.0
+    client_units: float = 0.0
+    shard_units: float = 0.0
+    shard_gpus: float = 0.0
+    shared_cpus: float = 0.0
+    autoscaler: bool = False
+    nodes: tuple[dict, ...] = field(default=(), compare=False, repr=False)
+
+
+def inventory(nodes: list[dict], max_resources: dict | None = None) -> Inventory:
+    """An :class:`Inventory` from ``ray.nodes()`` (alive nodes' ``Resources``) and, for an
+    autoscaling cluster, the most each resource can reach (``max_resources``, e.g.
+    ``ray._private.state.state.get_max_resources_from_cluster_config()``)."""
+    tot: dict[str, float] = {}
+    alive = tuple(dict(n.get("Resources", {})) for n in nodes if n.get("Alive", True))
+    for r in alive:
+        cpu, gpu = r.get("CPU", 0.0), r.get("GPU", 0.0)
+        for key, val in (("cpus", cpu), ("gpus", gpu), ("client_units", r.get(CLIENT, 0.0)),
+                         ("shard_units", r.get(SHARD, 0.0))):
+            tot[key] = tot.get(key, 0.0) + val
+        if r.get(CLIENT, 0) > 0:
+            tot["client_cpus"] = tot.get("client_cpus", 0.0) + cpu
+        if r.get(SHARD, 0) > 0:
+            tot["shard_gpus"] = tot.get("shard_gpus", 0.0) + gpu
+        if r.get(CLIENT, 0) > 0 and r.get(SHARD, 0) > 0:
+            tot["shared_cpus"] = tot.get("shared_cpus", 0.0) + cpu
+    inv = Inventory(**{"cpus": 0.0, **tot}, nodes=alive)
+    m = max_resources or {}
+    if m.get(CLIENT, 0) > inv.client_units or m.get(SHARD, 0) > inv.shard_units:
+        # The autoscaler's node groups are not broken down per type here, so the CPUs and
+        # GPUs it can add are not attributed to clients or shards: only the units are.
+        inv = Inventory(cpus=max(inv.cpus, m.get("CPU", 0)), gpus=max(inv.gpus, m.get("GPU", 0)),
+                        client_cpus=inv.client_cpus, client_units=max(inv.client_units, m.get(CLIENT, 0)),
+                        shard_units=max(inv.shard_units, m.get(SHARD, 0)),
+                        shard_gpus=max(inv.shard_gpus, m.get("GPU", 0)), shared_cpus=inv.shared_cpus,
+                        autoscaler=True, nodes=alive)
+    return inv
+
+
+def inventory_now() -> Inventory:
+    """The connected cluster's inventory (alive nodes, plus the autoscaler's maximum)."""
+    import ray
+
+    max_resources = None
+    try:  # private API (Ray >= 2.40); absent or empty without an autoscaler
+        max_resources = ray._private.state.state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - no autoscaler config: the alive nodes are all there is
+        pass
+    return inventory(ray.nodes(), max_resources)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One placement group: its bundles, its strategy, and which actor takes which bundle.
+
+    Args:
+        strategy: Ray's placement strategy (PACK, SPREAD).
+        bundles: resources per bundle.
+        members: (kind, index) per bundle: ("shard", k) or ("host", i).
+    """
+
+    strategy: str
+    bundles: tuple[dict, ...]
+    members: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every actor of a run goes.
+
+    Args:
+        placement: one of PLACEMENTS.
+        node_types: (shards ask for ``shard``, hosts ask for ``client``).
+        use_gpu: shards compute on a GPU (and ask for one).
+        shards: server shards.
+        hosts: client ids per client host process.
+        shard_resources: what each shard asks for (Ray resource names, CPU and GPU included).
+        host_resources: what each host asks for.
+        client_num_cpus: Ray's CPU share of one client.
+        groups: the placement groups (none for ``default``).
+        notes: what was decided and why, for the log.
+    """
+
+    placement: str
+    node_types: tuple[bool, bool]
+    use_gpu: bool
+    shards: int
+    hosts: tuple[tuple[int, ...], ...]
+    shard_resources: dict
+    host_resources: tuple[dict, ...]
+    client_num_cpus: float
+    groups: tuple[Group, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def clients_per_actor(self) -> int:
+        return max(len(h) for h in self.hosts)
+
+    def demands(self) -> list[dict]:
+        """Every actor's resource demand (shards first), as an autoscaler sees them."""
+        return [dict(self.shard_resources) for _ in range(self.shards)] + [dict(r) for r in self.host_resources]
+
+    def host_of(self) -> dict[int, int]:
+        """{client: index of its host}."""
+        return {c: i for i, ids in enumerate(self.hosts) for c in ids}
+
+
+def use_node_types(setting: str, inv: Inventory) -> tuple[bool, bool]:
+    """Whether shards ask for ``shard`` and hosts for ``client``: "always", "never", or
+    (auto) each when the cluster declares it, now or through its autoscaler."""
+    if setting not in NODE_TYPES:
+        raise ValueError(f"unknown node_types {setting!r}; choose one of {', '.join(NODE_TYPES)}")
+    if setting != "auto":
+        return (setting == "always",) * 2
+    return inv.shard_units > 0, inv.client_units > 0
+
+
+def host_groups(clients: int, shards: int, per_host: int, by_shard: bool) -> list[tuple[int, ...]]:
+    """Client ids per host: contiguous runs of ``per_host``, or (``by_shard``) runs of
+    the clients of one shard each, so that every host talks to a single shard."""
+    if per_host < 1:
+        raise ValueError(f"clients per host must be >= 1, got {per_host}")
+    ids = list(range(clients))
+    lists = [[c for c in ids if shard_of(c, shards) == k] for k in range(shards)] if by_shard else [ids]
+    return [tuple(lst[i : i + per_host]) for lst in lists for i in range(0, len(lst), per_host)]
+
+
+def _clean(resources: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in resources.items() if v}
+
+
+def plan_layout(*, clients: int, shards: int, clients_per_actor: int | str, client_cpu: float | None,
+                shard_cpus: float, shard_device: str, placement: str, node_types: str,
+                inv: Inventory) -> Layout:
+    """The :class:`Layout` of a run (the arguments are the ``ClusterConfig`` fields of
+    the same names)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
+    typed_shard, typed_client = use_node_types(node_types, inv)
+    notes = []
+    gpus = inv.shard_gpus if typed_shard and inv.shard_units else inv.gpus
+    use_gpu = shard_device == "cuda" or (shard_device == "auto" and gpus >= shards)
+    if typed_client:
+        # Client processes are bounded by the client units (each host takes one) and, as on
+        # one machine, by 4 per CPU of the client nodes.
+        cpus = inv.client_cpus or inv.cpus
+        limit = max_client_processes(cpus)
+        if inv.client_units >= 1:
+            limit = min(limit, int(inv.client_units)) if inv.client_cpus else int(inv.client_units)
+        per_host = int(clients_per_actor) if clients_per_actor != "auto" else -(-clients // limit)
+        if inv.client_units < 1:
+            notes.append("no node declares 'client' yet (an autoscaling cluster): "
+                         f"{per_host} clients per process from {cpus:g} CPUs; set --clients-per-actor")
+        # Shards compete for the client nodes' CPUs only on nodes that declare both.
+        competing = shards if (inv.shared_cpus or not typed_shard) else 0
+        share = client_num_cpus(client_cpu, clients, cpus, shard_cpus, competing)
+    else:
+        per_host = hosting(clients_per_actor, clients, inv.cpus)
+        share = client_num_cpus(client_cpu, clients, inv.cpus, shard_cpus, shards)
+    hosts = host_groups(clients, shards, per_host, by_shard=placement == "colocate")
+    shard_res = _clean({"CPU": shard_cpus, "GPU": 1 if use_gpu else 0, SHARD: 1 if typed_shard else 0})
+    host_res = tuple(_clean({"CPU": share * len(h), CLIENT: 1 if typed_client else 0}) for h in hosts)
+    if node_types == "auto" and not inv.autoscaler:  # a fixed cluster: say now what can never be placed
+        for what, n, units, typed in ((SHARD, shards, inv.shard_units, typed_shard),
+                                      (CLIENT, len(hosts), inv.client_units, typed_client)):
+            if typed and n > units:
+                raise ValueError(
+                    f"{n} {what} actors need {n} '{what}' resource units but the cluster's nodes declare "
+                    f"{units:g} (one unit per {'shard' if what == SHARD else 'client process'}): add nodes, "
+                    + ("use fewer --shards" if what == SHARD else "raise --clients-per-actor")
+                    + ", or --node-types never")
+    groups: list[Group] = []
+    if placement != "default":
+        bundle = lambda r: r or {"CPU": MIN_BUNDLE_CPU}  # noqa: E731 - see MIN_BUNDLE_CPU
+        if placement == "spread":
+            members = [(SHARD, k) for k in range(shards)] + [("host", i) for i in range(len(hosts))]
+            bundles = [bundle(shard_res)] * shards + [bundle(r) for r in host_res]
+            groups.append(Group("SPREAD", tuple(bundles), tuple(members)))
+        else:
+            free = [dict(n) for n in inv.nodes]
+            for k in range(shards):
+                mine = [i for i, h in enumerate(hosts) if shard_of(h[0], shards) == k]
+                bundles = (bundle(shard_res), *[bundle(host_res[i]) for i in mine])
+                # Ray's PACK does not keep a group on one node even where one node could hold it
+                # (tests/test_multinode.py saw it split), so a group that fits one node (first
+                # fit, in creation order) is STRICT_PACK; the others stay PACK (fewest nodes).
+                fit = _first_fit(free, _sum(bundles))
+                groups.append(Group("PACK" if fit is None else "STRICT_PACK", bundles,
+                                    ((SHARD, k), *[("host", i) for i in mine])))
+                if fit is None:
+                    notes.append(f"no node can hold shard {k} with its client processes ({_sum(bundles)}): "
+                                 "they are packed onto as few nodes as possible")
+    return Layout(placement, (typed_shard, typed_client), use_gpu, shards, tuple(hosts), shard_res, host_res, share, tuple(groups),
+                  tuple(notes))
+
+
+def layout_for(cc: Any, inv: Inventory) -> Layout:
+    """:func:`plan_layout` for a ``ClusterConfig``."""
+    return plan_layout(clients=cc.clients, shards=cc.shards, clients_per_actor=cc.clients_per_actor,
+                       client_cpu=cc.client_cpu, shard_cpus=cc.shard_cpus, shard_device=cc.shard_device,
+                       placement=cc.placement, node_types=cc.node_types, inv=inv)
+
+
+# -- on a running cluster --------------------------------------------------------------
+
+
+def actor_options(layout: Layout, kind: str, index: int, strategies: dict) -> dict:
+    """Ray ``.options`` for shard ``index`` or host ``index`` (``strategies`` from
+    :func:`create_groups`)."""
+    res = dict(layout.shard_resources if kind == SHARD else layout.host_resources[index])
+    opts: dict[str, Any] = {"num_cpus": res.pop("CPU", 0), "num_gpus": res.pop("GPU", 0)}
+    if res:
+        opts["resources"] = res
+    if (kind, index) in strategies:
+        opts["scheduling_strategy"] = strategies[(kind, index)]
+    return opts
+
+
+def create_groups(layout: Layout, timeout_s: float = 600.0) -> tuple[list, dict]:
+    """Create the layout's placement groups and wait until they are placed (on an
+    autoscaling cluster, their pending bundles are what makes it add nodes). Returns
+    (the groups, {(kind, index): scheduling strategy}). A group not placed within
+    ``timeout_s`` is removed and reported with what it asked for and what the cluster has."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pgs, strategies = [], {}
+    deadline = time.monotonic() + timeout_s
+    # One group at a time: a PACK group placed while another is pending could take the
+    # one node that can hold the other's shard with its hosts.
+    for g in layout.groups:
+        pg = placement_group(list(g.bundles), strategy=g.strategy)
+        ready = []
+        if g.strategy == "STRICT_PACK":  # planned to fit one node; if another took it, settle for PACK
+            ready, _ = ray.wait([pg.ready()], timeout=min(STRICT_WAIT_S, max(deadline - time.monotonic(), 0.0)))
+            if not ready:
+                remove_placement_group(pg)
+                print(f"[raysplit] no node took {_sum(g.bundles)} whole within {STRICT_WAIT_S:g} s: PACK instead",
+                      flush=True)
+                pg = placement_group(list(g.bundles), strategy="PACK")
+        pgs.append(pg)
+        if not ready:
+            ready, _ = ray.wait([pg.ready()], timeout=max(deadline - time.monotonic(), 0.0))
+        if not ready:
+            for p in pgs:
+                remove_placement_group(p)
+            raise RuntimeError(
+                f"placement group ({g.strategy}, {len(g.bundles)} bundles, {_sum(g.bundles)}) was not placed "
+                f"within {timeout_s:g} s; the cluster has {ray.cluster_resources()} (placement "
+                f"{layout.placement!r}: use fewer clients per node, more nodes, or --placement default)")
+        for b, member in enumerate(g.members):
+            strategies[member] = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=b)
+    return pgs, strategies
+
+
+def on_driver_node() -> dict:
+    """Options pinning a zero-CPU control actor (scheduler, record buffer) to the
+    driver's node. Not soft: with soft affinity Ray placed one of the two elsewhere
+    (tests/test_multinode.py saw it), and a zero-CPU actor fits every node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
+def _sum(bundles) -> dict:
+    out: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            out[k] = out.get(k, 0) + v
+    return {k: (round(v, 4) if isinstance(v, float) and not math.isclose(v, round(v)) else v) for k, v in out.items()}
+
+
+def _first_fit(free: list[dict], need: dict) -> int | None:
+    """The first node in ``free`` that holds ``need``, its resources then taken; None if none."""
+    for i, node in enumerate(free):
+        if all(node.get(k, 0) >= v - 1e-9 for k, v in need.items()):
+            for k, v in need.items():
+                node[k] = node.get(k, 0) - v
+            return i
+    return None
+
+
+def remove_groups(pgs: list) -> None:
+    """Remove placement groups (their actors are gone)."""
+    from ray.util.placement_group import remove_placement_group
+
+    for pg in pgs:
+        try:
+            remove_placement_group(pg)
+        except Exception:  # noqa: BLE001 - already removed with its job
+            pass
+
+
+def where(layout: Layout, shard_info: list[dict], host_info: list[dict]) -> dict:
+    """The run's placement for its summary: strategy, node types, and each actor's node."""
+    return {
+        "strategy": layout.placement,
+        "node_types": {SHARD: layout.node_types[0], CLIENT: layout.node_types[1]},
+        "shards": {str(s["shard"]): s.get("node") for s in shard_info},
+        "hosts": [{"clients": list(h["clients"]), "node": h.get("node")} for h in host_info],
+        "shard_resources": dict(layout.shard_resources),
+        "host_resources": [dict(r) for r in layout.host_resources],
+    }
