@@ -150,3 +150,16 @@ def test_process_memory(tmp_path):
     assert ours["anon_mib"] > 0 and not ours["dynamo"] and not ours["sympy"]
     assert stages["+ torch.optim.SGD (avoided)"]["dynamo"]
     assert stages["+ backward(gradient) (avoided)"]["sympy"]
+
+
+@pytest.mark.slow
+def test_sizing_quick_feeds_the_sizing_model(tmp_path):
+    res = run_bench("sizing", tmp_path, "--quick")
+    assert {r["budget"] for r in res["rows"]} == {4, 128} and all(r["shard_sps"] > 0 for r in res["rows"])
+    mem = res["memory"]
+    assert mem["worker"]["uss_mib"] > 100 and mem["state_mib"] > 0 and set(mem["hosted_uss_mib"]) == {"1", "2"}
+    sys.path.insert(0, str(ROOT / "tools"))
+    import sizing
+
+    m = sizing.load_measured(tmp_path / "sizing.json")
+    assert m.client_cpu_s > 0 and m.shard_cpu_sps > 0 and m.idle_mib == pytest.approx(mem["state_mib"])

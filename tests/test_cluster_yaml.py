@@ -164,3 +164,37 @@ def test_validator_is_live(raw, no_network, mutate):
     mutate(bad)
     with pytest.raises(Exception):
         validate_config(bad)
+
+
+def documented_job(text: str) -> str:
+    """The job command of the comment's `ray job submit ... -- python jobs/deprune.py ...`."""
+    m = re.search(r"ray job submit .*? -- (python jobs/deprune\.py[^\n]*)", text)
+    assert m, "no documented ray job submit command"
+    return m.group(1).strip()
+
+
+@pytest.mark.parametrize("clients, expect", [(None, {"cpu_client": 4, "gpu_shard": 2}),
+                                             (512, {"cpu_client": 8, "gpu_shard": 2})])
+def test_node_types_hold_what_the_driver_asks_for(prepared, clients, expect):
+    """The driver's actor demands for the documented command (and for 512 clients),
+    planned as on a fresh `ray up` cluster (the head alone, plus the node types of the
+    head's ~/ray_bootstrap_config.yaml), then packed onto cluster.yaml's node types by
+    Ray's own autoscaler: every demand fits, on the node type meant for it."""
+    from _jobs import job_config
+    from raysplit.runtime.nodes import HEAD_MARK, inventory, launcher_node_types, layout_for, nodes_to_launch
+
+    cc = job_config(documented_job(CLUSTER_YAML.read_text(encoding="utf-8")))
+    assert (cc.clients, cc.shards) == (32, 2)
+    if clients:
+        cc = cc.replace(clients=clients)
+    head = {"Resources": {**prepared["available_node_types"]["head"]["resources"], HEAD_MARK: 1.0}}
+    layout = layout_for(cc, inventory([head], launcher_node_types(prepared)))
+    assert layout.node_types == (True, True) and layout.use_gpu  # shards on the GPU type, with its GPU
+    assert layout.shard_resources == {"CPU": 1.0, "GPU": 1, "shard": 1}
+    assert all(r["client"] == 1 for r in layout.host_resources)
+    to_add, unplaced = nodes_to_launch(layout.demands(), prepared)
+    assert unplaced == [] and to_add == expect
+    # ... and each kind of node gets only its kind of actor
+    gpu, cpu = (prepared["available_node_types"][t]["resources"] for t in ("gpu_shard", "cpu_client"))
+    assert all(k in gpu for k in layout.shard_resources) and "client" not in gpu
+    assert all(k in cpu for r in layout.host_resources for k in r) and "GPU" not in cpu

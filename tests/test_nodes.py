@@ -23,9 +23,11 @@ def test_inventory_sums_alive_nodes_by_kind():
     inv = inventory([node(0), node(4, GPU=1, shard=1), node(8, client=8), node(8, client=8),
                      node(8, alive=False, client=8)])
     assert inv == Inventory(cpus=20, gpus=1, client_cpus=16, client_units=16, shard_units=1, shard_gpus=1)
-    # an autoscaler that can add nodes raises the units the layout may count on
-    grown = inventory([node(0)], {"CPU": 40, "GPU": 4, "shard": 4, "client": 32})
-    assert grown.autoscaler and grown.shard_units == 4 and grown.client_units == 32 and grown.shard_gpus == 4
+    # an autoscaler that can add nodes: the head plus every node type at its maximum
+    head = node(0, **{"node:__internal_head__": 1})
+    grown = inventory([head, node(8, client=8)], [({"CPU": 4, "GPU": 1, "shard": 1}, 4), ({"CPU": 8, "client": 8}, 4)])
+    assert grown.autoscaler and len(grown.nodes) == 1 + 8
+    assert (grown.shard_units, grown.shard_gpus, grown.client_units, grown.client_cpus) == (4, 4, 32, 32)
 
 
 def test_one_machine_without_node_types_keeps_the_old_plan():

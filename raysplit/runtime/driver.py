@@ -71,7 +71,7 @@ class Cluster:
         self.malloc = malloc_mode(cc.malloc)
         env = actor_env(self.malloc, cc.openmp_spin)
         # Which nodes the actors go to (node types, placement groups): runtime/nodes.py.
-        self.layout = layout = nodes.layout_for(cc, nodes.inventory_now())
+        self.layout = layout = nodes.wait_for_layout(cc)
         for note in layout.notes:
             print(f"[raysplit] {note}", flush=True)
         self.placement_groups, strategies = nodes.create_groups(layout, cc.placement_timeout)
@@ -110,7 +110,7 @@ class Cluster:
             for c in ids:
                 self.host_of[c] = host
         del train, test, prep
-        ready = ray.get([s.ready.remote() for s in self.shards] + [h.ready.remote() for h in self.hosts])
+        ready = nodes.wait_ready([*self.shards, *self.hosts], cc.placement_timeout)
         self.shard_info, self.host_info = ready[: cc.shards], ready[cc.shards :]
         if cc.shards > 1 and cc.shard_sync == "allreduce":
             addr, port = ray.get(self.shards[0].address.remote())

@@ -72,46 +72,67 @@ class Inventory:
     nodes: tuple[dict, ...] = field(default=(), compare=False, repr=False)
 
 
-def inventory(nodes: list[dict], max_resources: dict | None = None) -> Inventory:
-    """An :class:`Inventory` from ``ray.nodes()`` (alive nodes' ``Resources``) and, for an
-    autoscaling cluster, the most each resource can reach (``max_resources``, e.g.
-    ``ray._private.state.state.get_max_resources_from_cluster_config()``)."""
+HEAD_MARK = "node:__internal_head__"  # the resource Ray gives the head node
+# An autoscaler node group without a maximum counts as this many nodes.
+UNBOUNDED_NODES = 1000
+
+
+def inventory(nodes: list[dict], node_types: list[tuple[dict, int]] | None = None) -> Inventory:
+    """An :class:`Inventory` from ``ray.nodes()`` (the alive nodes' ``Resources``) or, for
+    an autoscaling cluster, from the head plus every worker node type at its maximum
+    (``node_types``: (resources, max count) each, see :func:`autoscaler_node_types`)."""
+    alive = [dict(n.get("Resources", {})) for n in nodes if n.get("Alive", True)]
+    if node_types:
+        alive = [r for r in alive if r.get(HEAD_MARK)]
+        for res, count in node_types:
+            alive += [dict(res) for _ in range(UNBOUNDED_NODES if count < 0 else int(count))]
     tot: dict[str, float] = {}
-    alive = tuple(dict(n.get("Resources", {})) for n in nodes if n.get("Alive", True))
     for r in alive:
-        cpu, gpu = r.get("CPU", 0.0), r.get("GPU", 0.0)
-        for key, val in (("cpus", cpu), ("gpus", gpu), ("client_units", r.get(CLIENT, 0.0)),
-                         ("shard_units", r.get(SHARD, 0.0))):
+        cpu, gpu, client, shard = (r.get(k, 0.0) for k in ("CPU", "GPU", CLIENT, SHARD))
+        for key, val in (("cpus", cpu), ("gpus", gpu), ("client_units", client), ("shard_units", shard),
+                         ("client_cpus", cpu if client else 0.0), ("shard_gpus", gpu if shard else 0.0),
+                         ("shared_cpus", cpu if client and shard else 0.0)):
             tot[key] = tot.get(key, 0.0) + val
-        if r.get(CLIENT, 0) > 0:
-            tot["client_cpus"] = tot.get("client_cpus", 0.0) + cpu
-        if r.get(SHARD, 0) > 0:
-            tot["shard_gpus"] = tot.get("shard_gpus", 0.0) + gpu
-        if r.get(CLIENT, 0) > 0 and r.get(SHARD, 0) > 0:
-            tot["shared_cpus"] = tot.get("shared_cpus", 0.0) + cpu
-    inv = Inventory(**{"cpus": 0.0, **tot}, nodes=alive)
-    m = max_resources or {}
-    if m.get(CLIENT, 0) > inv.client_units or m.get(SHARD, 0) > inv.shard_units:
-        # The autoscaler's node groups are not broken down per type here, so the CPUs and
-        # GPUs it can add are not attributed to clients or shards: only the units are.
-        inv = Inventory(cpus=max(inv.cpus, m.get("CPU", 0)), gpus=max(inv.gpus, m.get("GPU", 0)),
-                        client_cpus=inv.client_cpus, client_units=max(inv.client_units, m.get(CLIENT, 0)),
-                        shard_units=max(inv.shard_units, m.get(SHARD, 0)),
-                        shard_gpus=max(inv.shard_gpus, m.get("GPU", 0)), shared_cpus=inv.shared_cpus,
-                        autoscaler=True, nodes=alive)
-    return inv
+    return Inventory(**{"cpus": 0.0, **tot}, autoscaler=bool(node_types), nodes=tuple(alive))
+
+
+def launcher_node_types(config: dict) -> list[tuple[dict, int]]:
+    """The worker node types of a cluster-launcher config (cluster.yaml as ``ray up``
+    prepared it, e.g. the head's ``~/ray_bootstrap_config.yaml``): (resources, max_workers)."""
+    types = config.get("available_node_types", {})
+    head = config.get("head_node_type")
+    return [(dict(t.get("resources", {})), int(t.get("max_workers", 0))) for name, t in types.items()
+            if name != head and t.get("max_workers", 0)]
+
+
+def autoscaler_node_types() -> list[tuple[dict, int]] | None:
+    """The node types the connected cluster's autoscaler may add, if it tells: the
+    autoscaler's cluster config in the GCS (autoscaler v2, e.g. KubeRay), else the cluster
+    launcher's ``~/ray_bootstrap_config.yaml`` when the driver runs on a ``ray up`` head."""
+    import os
+
+    import ray
+
+    try:  # private API (Ray >= 2.40); None without an autoscaler that reports its config
+        cfg = ray._private.state.state.get_cluster_config()
+        if cfg is not None and cfg.node_group_configs:
+            return [(dict(g.resources), int(g.max_count)) for g in cfg.node_group_configs]
+    except Exception:  # noqa: BLE001 - no such config here
+        pass
+    path = os.path.expanduser("~/ray_bootstrap_config.yaml")
+    if os.path.exists(path):
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            return launcher_node_types(yaml.safe_load(f)) or None
+    return None
 
 
 def inventory_now() -> Inventory:
-    """The connected cluster's inventory (alive nodes, plus the autoscaler's maximum)."""
+    """The connected cluster's inventory (the alive nodes, or what its autoscaler may add)."""
     import ray
 
-    max_resources = None
-    try:  # private API (Ray >= 2.40); absent or empty without an autoscaler
-        max_resources = ray._private.state.state.get_max_resources_from_cluster_config()
-    except Exception:  # noqa: BLE001 - no autoscaler config: the alive nodes are all there is
-        pass
-    return inventory(ray.nodes(), max_resources)
+    return inventory(ray.nodes(), autoscaler_node_types())
 
 
 @dataclass(frozen=True)
@@ -229,7 +250,7 @@ def plan_layout(*, clients: int, shards: int, clients_per_actor: int | str, clie
         for what, n, units, typed in ((SHARD, shards, inv.shard_units, typed_shard),
                                       (CLIENT, len(hosts), inv.client_units, typed_client)):
             if typed and n > units:
-                raise ValueError(
+                raise NotEnoughNodes(
                     f"{n} {what} actors need {n} '{what}' resource units but the cluster's nodes declare "
                     f"{units:g} (one unit per {'shard' if what == SHARD else 'client process'}): add nodes, "
                     + ("use fewer --shards" if what == SHARD else "raise --clients-per-actor")
@@ -259,6 +280,10 @@ def plan_layout(*, clients: int, shards: int, clients_per_actor: int | str, clie
                   tuple(notes))
 
 
+class NotEnoughNodes(ValueError):
+    """The cluster's nodes (without an autoscaler) cannot hold the run's actors."""
+
+
 def layout_for(cc: Any, inv: Inventory) -> Layout:
     """:func:`plan_layout` for a ``ClusterConfig``."""
     return plan_layout(clients=cc.clients, shards=cc.shards, clients_per_actor=cc.clients_per_actor,
@@ -267,6 +292,24 @@ def layout_for(cc: Any, inv: Inventory) -> Layout:
 
 
 # -- on a running cluster --------------------------------------------------------------
+
+
+def wait_for_layout(cc: Any, poll_s: float = 2.0) -> Layout:
+    """The layout for the connected cluster, waiting up to ``cc.placement_timeout`` for
+    nodes that are still joining (a fixed-size KubeRay cluster whose worker pods start
+    after the job): until then, the error says what is missing."""
+    deadline = time.monotonic() + cc.placement_timeout
+    said = False
+    while True:
+        try:
+            return layout_for(cc, inventory_now())
+        except NotEnoughNodes as e:
+            if time.monotonic() + poll_s > deadline:
+                raise
+            if not said:
+                print(f"[raysplit] waiting up to {cc.placement_timeout:g} s for nodes: {e}", flush=True)
+                said = True
+            time.sleep(poll_s)
 
 
 def actor_options(layout: Layout, kind: str, index: int, strategies: dict) -> dict:
@@ -369,3 +412,45 @@ def where(layout: Layout, shard_info: list[dict], host_info: list[dict]) -> dict
         "shard_resources": dict(layout.shard_resources),
         "host_resources": [dict(r) for r in layout.host_resources],
     }
+
+
+def wait_ready(actors: list, timeout_s: float) -> list[dict]:
+    """Every actor's ``ready()`` answer; an actor still not started after ``timeout_s``
+    (no node has its resources and none comes up) is an error saying how many wait."""
+    import ray
+
+    refs = [a.ready.remote() for a in actors]
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        raise RuntimeError(
+            f"{len(pending)} of {len(refs)} actors did not start within {timeout_s:g} s (no node has the resources "
+            f"they ask for; the cluster has {ray.cluster_resources()}): see --placement-timeout, --node-types")
+    return ray.get(refs)
+
+
+def nodes_to_launch(demands: list[dict], config: dict) -> tuple[dict[str, int], list[dict]]:
+    """The worker nodes, by type, that Ray's autoscaler launches for ``demands`` on a
+    cluster described by a cluster-launcher ``config`` (cluster.yaml, or what Ray derives
+    from a KubeRay RayCluster), starting from the head alone; and the demands no node
+    type can hold. Ray's own bin packing (``resource_demand_scheduler.get_nodes_for``,
+    private API of the Ray range pinned in pyproject.toml)."""
+    import functools
+
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
+    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
+
+    types = {name: {"resources": dict(t.get("resources", {})), "max_workers": int(t.get("max_workers", 0))}
+             for name, t in config["available_node_types"].items()}
+    scorer = functools.partial(_default_utilization_scorer,
+                               node_availability_summary=NodeAvailabilitySummary(node_availabilities={}))
+    head = config["head_node_type"]
+    # the head is there already: what it can hold is not asked of new nodes
+    residual, _ = _bin_pack([types[head]["resources"]], [d for d in demands if d])
+    to_add, left = get_nodes_for(types, {head: 1}, head, int(config.get("max_workers", 0)), residual, scorer)
+    return dict(to_add), left
+
+
+def _bin_pack(nodes: list[dict], demands: list[dict]) -> tuple[list[dict], list[dict]]:
+    from ray.autoscaler._private.resource_demand_scheduler import get_bin_pack_residual
+
+    return get_bin_pack_residual(nodes, demands)
