@@ -24,11 +24,15 @@ from raysplit.config.cli import ConfigParser  # noqa: E402
 from raysplit.records.summary import format_summary  # noqa: E402
 
 
-def parser() -> ConfigParser:
+def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, defaults: dict | None = None,
+           sections: tuple = ()) -> ConfigParser:
+    """The job's options; other jobs (jobs/prune.py, jobs/bottlefit.py) reuse them with their
+    own defaults and extra config sections."""
     p = ConfigParser(
-        "jobs/deprune.py",
-        __doc__.split("\n\n")[0],
-        [("training", TrainConfig), ("network", SplitConfig), ("cluster", ClusterConfig)],
+        prog,
+        description or __doc__.split("\n\n")[0],
+        [("training", TrainConfig), ("network", SplitConfig), ("cluster", ClusterConfig), *sections],
+        defaults=defaults,
     )
     p.parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     return p
@@ -41,8 +45,8 @@ def config_from_argv(p: ConfigParser, argv: list[str] | None) -> ClusterConfig:
     return p.build(ClusterConfig, values[ClusterConfig], train=train)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
+def main(argv: list[str] | None = None, p: ConfigParser | None = None) -> int:
+    p = p or parser()
     cc = config_from_argv(p, argv)
     from raysplit.runtime.driver import run_cluster
 

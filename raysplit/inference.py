@@ -100,6 +100,8 @@ def load_model(path: str | Path, client: int | None = None, device: str = "cpu")
     path = Path(path)
     data = read_state_file(path, FORMAT, VERSION, "model file")
     split = SplitConfig(**{**data["split"], "input_shape": tuple(data["split"]["input_shape"])})
+    # A distilled student's teacher is for training only: the file holds every trained weight.
+    split = split.replace(teacher=None)
     heads = data["heads"]
     ids = tuple(sorted(int(c) for c in heads))
     cid = ids[0] if client is None else int(client)

@@ -6,7 +6,7 @@ from raysplit.training.methods import METHODS, Stage, check_budgets, get_method,
 
 
 def test_each_method_is_a_configuration():
-    assert set(METHODS) == {"none", "fixed", "deprune", "prune"}
+    assert set(METHODS) == {"none", "fixed", "deprune", "prune", "kd", "bottlefit", "bottlefit-fe"}
     assert not METHODS["none"].compression and METHODS["none"].stage.regularizers == ()
     assert METHODS["deprune"].reset == "deprune" and METHODS["prune"].reset == "prune"
     assert METHODS["prune"].save_each_budget and not METHODS["deprune"].save_each_budget
@@ -49,10 +49,10 @@ def test_budget_checks_name_the_problem(method, budgets, match):
 
 
 def test_unknown_names_are_refused():
-    with pytest.raises(ValueError, match="unknown method 'bogus'; choose one of none, fixed, deprune, prune"):
+    with pytest.raises(ValueError, match="unknown method 'bogus'; choose one of none, fixed, deprune, prune, kd"):
         get_method("bogus")
-    with pytest.raises(ValueError, match="unknown parameter group 'decoder'"):
-        Stage(frozen=("decoder",))
+    with pytest.raises(ValueError, match="unknown parameter group 'encoder'"):
+        Stage(frozen=("encoder",))
     with pytest.raises(ValueError, match="unknown task loss 'mse'"):
         Stage(task_loss="mse")
     with pytest.raises(ValueError, match="unknown regularizer 'l1'"):

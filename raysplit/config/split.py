@@ -39,6 +39,14 @@ class SplitConfig:
         weight_decay: SGD weight decay (the paper: 5e-4); the filter f̂ is not decayed, since decay
             would pull every channel towards half on.
         seed: initialisation and shuffling seed; every process builds the same weights from it.
+        bottleneck: BottleFit: replace the model's layers up to the split with an encoder ending in a conv
+            bottleneck of this many channels and a decoder (``raysplit.models.bottleneck``); the bottleneck is what
+            travels (none = the model as is).
+        teacher: model file of the trained model without compression (a 'none' run's models/budget_<C>.pt) that a
+            bottleneck student distils from; its later layers initialise the student's (none = no teacher: the
+            student trains from scratch).
+        kd_alpha: KD (BottleFit eq. 6): weight of the hard-label loss; 1 - alpha weighs the teacher's soft targets.
+        kd_tau: KD temperature.
         torch_threads: torch intra-op threads per process (default: 1 in each client, the shard's CPUs).
     """
 
@@ -58,6 +66,10 @@ class SplitConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    bottleneck: int | None = None
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_tau: float = 1.0
     torch_threads: int | None = field(default=None, metadata=option(flag="threads", none_word="default"))
 
     def __post_init__(self) -> None:
@@ -81,6 +93,12 @@ class SplitConfig:
             raise ValueError(f"need delta > 0 and epsilon >= 0, got delta={self.delta}, epsilon={self.epsilon}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.bottleneck is not None and self.bottleneck < 1:
+            raise ValueError(f"bottleneck must be >= 1 channels (or none), got {self.bottleneck}")
+        if self.teacher is not None and self.bottleneck is None:
+            raise ValueError(f"teacher {self.teacher!r} given without --bottleneck: only a bottleneck student distils")
+        if not 0.0 <= self.kd_alpha <= 1.0 or not self.kd_tau > 0:
+            raise ValueError(f"need kd_alpha in [0, 1] and kd_tau > 0, got {self.kd_alpha}, {self.kd_tau}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         self.codec_config()  # validates the codec spec

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from raysplit.config.cli import option
 from raysplit.config.split import SplitConfig
 from raysplit.data import DATASETS
-from raysplit.training.methods import METHODS, check_budgets, get_method
+from raysplit.training.methods import METHODS, check_budgets, check_network, get_method
 
 EVALUATIONS = ("share", "full")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -44,6 +44,8 @@ class TrainConfig:
             every client scores the whole test set.
         checkpoint_every: save every client's, shard's and the scheduler's state every this many
             epochs under checkpoints/ (0 = never).
+        save_model: also save the trained model at the end of the run as models/budget_<B>.pt, whatever the
+            method (prune saves one per budget, BottleFit's methods the last, anyway).
         out: run directory (default: runs/<method>).
         tenant: the tenant this run belongs to; carried in records, metric tags, cgroups and every
             wire message.
@@ -68,6 +70,7 @@ class TrainConfig:
     max_batches: int | None = field(default=None, metadata=option(none_word="all"))
     evaluate: str = field(default="share", metadata=option(choices=EVALUATIONS))
     checkpoint_every: int = 0
+    save_model: bool = False
     out: str | None = field(default=None, metadata=option(none_word="auto"))
     tenant: str = "default"
     run_id: str | None = field(default=None, metadata=option(none_word="auto"))
@@ -91,6 +94,7 @@ class TrainConfig:
         if min(self.budgets) < 1 or min(self.epochs_per_budget) < 1:
             raise ValueError(f"budgets and epochs must be >= 1, got {list(self.budgets)} x {list(self.epochs_per_budget)}")
         check_budgets(m, self.budgets)
+        check_network(m, self.split.bottleneck, self.split.teacher)
         for name in ("lr", "gamma"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -15,8 +15,9 @@ from raysplit import codec
 from raysplit.config.split import SplitConfig
 from raysplit.training.methods import Stage
 from raysplit.training.network import build_network
+from raysplit.training import distill
 from raysplit.training.objectives import Regularizer, make_regularizer
-from raysplit.training.sgd import SGD
+from raysplit.training.optimizers import make_optimizer, optimizer_name
 from raysplit.training.state import PrivateRng, load_numpy_state, numpy_state, uses_randomness
 
 
@@ -46,8 +47,12 @@ class SplitClient:
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
+        self._param_groups = groups
         # An empty head (split_layer 0, no module) has nothing to train.
-        self.opt = SGD(groups, lr=0.01, momentum=cfg.momentum) if named else None
+        self.opt = self._new_optimizer("sgd") if named else None
+        # A bottleneck student that distils: the teacher's head computes t_ed(x), the targets.
+        self.teacher = distill.client_teacher(cfg)
+        self.distilling = False
         self.rng = PrivateRng(cfg.seed * 1000 + self.client_id, uses_randomness(self.modules))
         self.budget = self.channels
         self.step = 0
@@ -66,9 +71,19 @@ class SplitClient:
         ]
         if self.regularizers and self.compressor is None:
             raise ValueError(f"stage {stage.name!r} regularises the compression module, which this network lacks")
+        if stage.distills and self.teacher is None:
+            raise ValueError(f"stage {stage.name!r} distils from a teacher, and this client has none (--teacher)")
+        self.distilling = stage.distills
         self.frozen = tuple(g for g in stage.frozen if g in self.groups)
         for name, module in self.groups.items():
             module.requires_grad_(name not in self.frozen)
+        if self.opt is not None and optimizer_name(self.opt) != stage.optimizer:
+            self.opt = self._new_optimizer(stage.optimizer)
+
+    def _new_optimizer(self, name: str):
+        lr = self.opt.param_groups[0]["lr"] if getattr(self, "opt", None) is not None else 0.01
+        return make_optimizer(name, self._param_groups, lr=lr, momentum=self.cfg.momentum,
+                              weight_decay=self.cfg.weight_decay)
 
     def set_budget(self, budget: int) -> None:
         if not 1 <= budget <= self.channels:
@@ -115,11 +130,21 @@ class SplitClient:
         if self._pending is not None:
             raise RuntimeError(f"client {self.client_id}: step {self._pending[0]} still awaits its gradient")
         self.modules.train()
+        for g in self.frozen:  # frozen means unchanged: batch norm keeps its running statistics
+            self.groups[g].eval()
         self.step += 1
         with self.rng:
             buf, sel = self._encode_out(x, labels=np.asarray(y, dtype=np.int64), step=self.step)
+        if self.distilling:  # the teacher's activation at the split travels with the student's
+            buf = distill.bundle(buf, self._teacher_message(x, self.step))
         self._pending = (self.step, sel)
         return buf
+
+    @torch.no_grad()
+    def _teacher_message(self, x: np.ndarray, step: int) -> bytes:
+        t = self.teacher.head(torch.from_numpy(np.require(x, np.float32, ["C", "W"])))
+        return codec.encode(t.numpy(), None, tuple(t.shape), self.codec, kind=codec.KIND_ACTIVATION, step=step,
+                            client_id=self.client_id, tenant=self.tenant_key, cut=self.cfg.split_layer)
 
     def backward(self, grad_buf: bytes) -> dict[str, float]:
         """Apply the server's gradient for the sent channels plus the regularisers' own;
@@ -182,6 +207,7 @@ class SplitClient:
         return {
             "modules": {k: v.detach().clone() for k, v in self.modules.state_dict().items()},
             "optimizer": None if self.opt is None else self.opt.state_dict(),
+            "optimizer_kind": None if self.opt is None else optimizer_name(self.opt),
             "budget": self.budget,
             "step": self.step,
             "rng": self.rng.state_dict(),
@@ -192,6 +218,9 @@ class SplitClient:
             raise RuntimeError(f"client {self.client_id}: cannot load a state while step {self._pending[0]} is pending")
         self.modules.load_state_dict(state["modules"])
         if self.opt is not None and state["optimizer"] is not None:
+            kind = state.get("optimizer_kind", "sgd")
+            if optimizer_name(self.opt) != kind:
+                self.opt = self._new_optimizer(kind)
             self.opt.load_state_dict(state["optimizer"])
         self.set_budget(int(state["budget"]))
         self.step = int(state["step"])

@@ -11,6 +11,20 @@ deprune    yes          ascending       resetdePrune         -
 prune      yes          descending      resetPrune           one loadable model saved
 =========  ===========  ==============  ===================  =========================
 
+and BottleFit's (Matsubara et al. 2022), on a bottleneck-injected student
+(``SplitConfig.bottleneck``, ``raysplit.models.bottleneck``) distilled from a teacher
+(``SplitConfig.teacher``); every channel of the bottleneck travels:
+
+============  ===========================================================================
+method        phases (stages)
+============  ===========================================================================
+kd            one: KD (eq. 6), SGD
+bottlefit     stage 1 GHND (eq. 4; later layers frozen; Adam), stage 2 KD (SGD)
+bottlefit-fe  the same with the encoder frozen in stage 2
+============  ===========================================================================
+
+Training the student from scratch is ``none`` on it (cross-entropy, nothing frozen).
+
 :func:`make_plan` turns a method, the budgets, the epochs and selectLr into a
 :class:`Plan`: the schedule plus, per phase, its :class:`Stage` (objectives and frozen
 parameter groups), the filter reset on entry and whether the model is saved on exit.
@@ -19,13 +33,16 @@ Clients, shards and the scheduler all hold the same plan and index it by phase.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from raysplit.budget.schedule import Schedule, broadcast_epochs
-from raysplit.training.objectives import REGULARIZERS, TASK_LOSSES
+from raysplit.training.objectives import DISTILL_LOSSES, REGULARIZERS, TASK_LOSSES
+from raysplit.training.optimizers import OPTIMIZERS
 
-#: Parameter groups a stage can freeze: the client's and the server's named modules.
-GROUPS = ("head", "compressor", "decompressor", "tail")
+#: Parameter groups a stage can freeze: the client's and the server's named modules
+#: (a bottleneck student's server half is its decoder, then the teacher's later layers, "tail").
+GROUPS = ("head", "compressor", "decompressor", "decoder", "tail")
 
 
 @dataclass(frozen=True)
@@ -34,25 +51,52 @@ class Stage:
 
     Args:
         name: label in logs and records.
-        task_loss: the server's per-sample loss on the logits (``objectives.TASK_LOSSES``).
+        task_loss: the server's per-sample loss: on the logits (``objectives.TASK_LOSSES``), or a
+            distillation loss against a teacher (``objectives.DISTILL_LOSSES``).
         regularizers: client-side terms added to the loss (``objectives.REGULARIZERS``).
-        frozen: parameter groups left unchanged in this stage (``GROUPS``).
+        frozen: parameter groups left unchanged in this stage (``GROUPS``): no gradient, and their
+            batch norms use and keep their running statistics (eval mode).
+        optimizer: ``optimizers.OPTIMIZERS`` name; entering a stage with another optimizer than the
+            one running starts a fresh one, the same one keeps its state.
+        lr_decay: the learning rate is multiplied by this after ``decay_after`` of the phase's
+            epochs (BottleFit: x0.1 after 5 of 10); 1 = no decay.
+        decay_after: fraction of the phase's epochs (rounded up) before the decay.
     """
 
     name: str = "train"
     task_loss: str = "cross_entropy"
     regularizers: tuple[str, ...] = ("prune",)
     frozen: tuple[str, ...] = ()
+    optimizer: str = "sgd"
+    lr_decay: float = 1.0
+    decay_after: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.task_loss not in TASK_LOSSES:
-            raise ValueError(f"unknown task loss {self.task_loss!r}; allowed: {', '.join(TASK_LOSSES)}")
+        if self.task_loss not in TASK_LOSSES and self.task_loss not in DISTILL_LOSSES:
+            raise ValueError(
+                f"unknown task loss {self.task_loss!r}; allowed: {', '.join([*TASK_LOSSES, *DISTILL_LOSSES])}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if not self.lr_decay > 0 or not 0 < self.decay_after <= 1:
+            raise ValueError(f"need lr_decay > 0 and 0 < decay_after <= 1, got {self.lr_decay}, {self.decay_after}")
         for r in self.regularizers:
             if r not in REGULARIZERS:
                 raise ValueError(f"unknown regularizer {r!r}; allowed: {', '.join(REGULARIZERS)}")
         for g in self.frozen:
             if g not in GROUPS:
                 raise ValueError(f"unknown parameter group {g!r} to freeze; allowed: {', '.join(GROUPS)}")
+
+    @property
+    def distills(self) -> bool:
+        """Whether the loss needs the teacher (its activation travels with the student's)."""
+        return self.task_loss in DISTILL_LOSSES
+
+    def lr(self, base: float, epoch_in_phase: int, phase_epochs: int) -> float:
+        """The learning rate ``epoch_in_phase`` epochs into a phase of ``phase_epochs``."""
+        if self.lr_decay != 1.0 and epoch_in_phase >= math.ceil(self.decay_after * phase_epochs):
+            return base * self.lr_decay
+        return base
 
 
 @dataclass(frozen=True)
@@ -69,6 +113,10 @@ class Method:
             so they can be trained towards 0); None = no reset.
         save_each_budget: save one loadable model at the end of every phase.
         stage: the objectives and frozen groups of every phase.
+        stages: methods whose phases train differently (BottleFit): one phase per stage, in
+            order, each sending every channel; () = ``stage`` for every phase.
+        save_last: save one loadable model at the end of the last phase.
+        student: needs a bottleneck-injected student (``SplitConfig.bottleneck``).
     """
 
     name: str
@@ -78,7 +126,17 @@ class Method:
     reset: str | None
     save_each_budget: bool
     stage: Stage = field(default_factory=Stage)
+    stages: tuple[Stage, ...] = ()
+    save_last: bool = False
+    student: bool = False
 
+    @property
+    def distills(self) -> bool:
+        return any(s.distills for s in (self.stages or (self.stage,)))
+
+
+_GHND = Stage("ghnd", task_loss="ghnd", regularizers=(), frozen=("tail",), optimizer="adam", lr_decay=0.1)
+_KD = Stage("kd", task_loss="kd", regularizers=(), lr_decay=0.1)
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -90,6 +148,16 @@ METHODS: dict[str, Method] = {
                "deprune", False),
         Method("prune", "lower the budget (e.g. 128 -> 32 -> 4), resetPrune, one saved model per budget", True,
                "descending", "prune", True),
+        # BottleFit (Matsubara et al. 2022, the public recipe config/ghnd_kd/*.yaml): stage 1 GHND
+        # with the later layers frozen, Adam; stage 2 KD, SGD; both x0.1 after half their epochs.
+        Method("kd", "knowledge distillation of a bottleneck student from its teacher (BottleFit eq. 6)", False,
+               "one", None, False, Stage("kd", task_loss="kd", regularizers=(), lr_decay=0.1), save_last=True,
+               student=True),
+        Method("bottlefit", "BottleFit: GHND (eq. 4, later layers frozen, Adam), then KD (eq. 6, SGD)", False,
+               "one", None, False, stages=(_GHND, _KD), save_last=True, student=True),
+        Method("bottlefit-fe", "BottleFit with the encoder frozen in stage 2", False, "one", None, False,
+               stages=(_GHND, Stage("kd-fe", task_loss="kd", regularizers=(), frozen=("head",), lr_decay=0.1)),
+               save_last=True, student=True),
     )
 }
 
@@ -143,7 +211,9 @@ class Plan:
         return self.phases[self.schedule.phase_at(epoch).index]
 
     def lr_at(self, epoch: int) -> float:
-        return self.schedule.lr_at(epoch)
+        """selectLr's learning rate, then the phase's stage decay."""
+        p = self.phase_at(epoch)
+        return p.stage.lr(self.schedule.lr_at(epoch), epoch - p.first_epoch, p.epochs)
 
 
 def check_budgets(method: Method, budgets: tuple[int, ...], channels: int | None = None) -> None:
@@ -159,6 +229,23 @@ def check_budgets(method: Method, budgets: tuple[int, ...], channels: int | None
         raise ValueError(f"method {method.name!r} lowers the budget: budgets must be descending, got {list(budgets)}")
 
 
+def check_network(method: Method, bottleneck: int | None, teacher: str | None) -> None:
+    """The network a method needs: BottleFit's methods a bottleneck student and a teacher;
+    Prune-Deprune's module does not go on a student."""
+    if method.student and bottleneck is None:
+        raise ValueError(f"method {method.name!r} trains a bottleneck-injected student: give --bottleneck CHANNELS")
+    if method.distills and teacher is None:
+        raise ValueError(
+            f"method {method.name!r} distils from a teacher: give --teacher PATH (the model file of a trained "
+            "'none' run of the same model and split, e.g. runs/teacher/models/budget_128.pt)"
+        )
+    if method.compression and bottleneck is not None:
+        raise ValueError(
+            f"method {method.name!r} adds Prune-Deprune's module, which a bottleneck student does not have; "
+            "with --bottleneck use none, kd, bottlefit or bottlefit-fe"
+        )
+
+
 def make_plan(
     method: str,
     budgets: tuple[int, ...],
@@ -169,14 +256,28 @@ def make_plan(
     lk: int = 0,
     reset_filter: bool = True,
     channels: int | None = None,
+    save_last: bool = False,
 ) -> Plan:
     """The plan of a run. One epochs entry means the same for every budget. A method
     without the module sends every channel: its one phase has B = ``channels`` and
     lasts the total of the epochs given (so ``--method none`` trains as long as the
-    schedule it replaces: the epochs as given, summed)."""
+    schedule it replaces: the epochs as given, summed); a multi-stage method has one
+    phase per stage, each sending every channel, with one epochs entry per stage (or one
+    for all). ``save_last`` saves a loadable model at the end of the run whatever the
+    method."""
     m = get_method(method)
     epochs = tuple(int(e) for e in epochs_per_budget)
-    if not m.compression:
+    if m.stages:
+        if channels is None:
+            raise ValueError(f"method {method!r} needs the channel count at the split to make its plan")
+        n = len(m.stages)
+        if len(epochs) not in (1, n):
+            raise ValueError(
+                f"method {method!r} has {n} stages ({', '.join(s.name for s in m.stages)}): epochs_per_budget "
+                f"takes one entry per stage (or one for all), got {list(epochs)}"
+            )
+        budgets, epochs = (int(channels),) * n, broadcast_epochs(epochs, n)
+    elif not m.compression:
         if channels is None:
             raise ValueError(f"method {method!r} needs the channel count at the split to make its plan")
         budgets, epochs = (int(channels),), (sum(epochs),)
@@ -190,9 +291,9 @@ def make_plan(
             budget=p.budget,
             first_epoch=p.first_epoch,
             epochs=p.epochs,
-            stage=m.stage,
+            stage=m.stages[p.index] if m.stages else m.stage,
             reset=m.reset if (p.index > 0 and reset_filter) else None,
-            save_on_exit=m.save_each_budget,
+            save_on_exit=m.save_each_budget or ((m.save_last or save_last) and p.index == len(budgets) - 1),
         )
         for p in schedule.phases()
     )

@@ -19,6 +19,8 @@ class SplitNetwork:
     decompressor, tail: the server's part.
     split_shape: (φ̃, H, W) of l_n per sample.
     wire_shape: (φ, H', W') of what may travel per sample (all channels).
+    decoder: a bottleneck student's decoder, the server's part before ``tail`` (None otherwise).
+    target_shape: a bottleneck student's teacher activation at the split, per sample (() otherwise).
     """
 
     head: nn.Sequential
@@ -27,6 +29,8 @@ class SplitNetwork:
     tail: nn.Sequential
     split_shape: tuple[int, ...]
     wire_shape: tuple[int, ...]
+    decoder: nn.Sequential | None = None
+    target_shape: tuple[int, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -38,6 +42,15 @@ def build_network(cfg: SplitConfig) -> SplitNetwork:
     """Deterministic for ``cfg.seed``: every process builds the same weights."""
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
+    if cfg.bottleneck is not None:  # BottleFit: encoder (head), decoder + the teacher's later layers (tail)
+        if cfg.use_module:
+            raise ValueError("a bottleneck student has no Prune-Deprune compression module (use method none, kd, "
+                             "bottlefit or bottlefit-fe)")
+        from raysplit.models.bottleneck import build_student
+
+        st = build_student(cfg.model, cfg.split_layer, cfg.bottleneck, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
+        return SplitNetwork(st.encoder, None, None, st.rest, st.bottleneck_shape, st.bottleneck_shape, st.decoder,
+                            st.target_shape)
     cm = cut_model(cfg.model, cfg.split_layer, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
     split_shape = cm.shapes[0]
     if not cfg.use_module:

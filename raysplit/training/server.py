@@ -29,10 +29,12 @@ import torch
 from raysplit import codec
 from raysplit.config.split import SplitConfig
 from raysplit.models.whole import whole_model
+from raysplit.models.bottleneck import features
+from raysplit.training import distill
 from raysplit.training.methods import Plan, Stage
 from raysplit.training.network import build_network, resolve_device
-from raysplit.training.objectives import task_loss
-from raysplit.training.sgd import SGD
+from raysplit.training.objectives import Outputs, distill_loss, task_loss
+from raysplit.training.optimizers import make_optimizer, optimizer_name
 from raysplit.training.state import PrivateRng, load_numpy_state, numpy_state, uses_randomness
 
 
@@ -82,24 +84,32 @@ class SplitServer:
         self.whole = None
         if cuts is None:
             net = build_network(cfg)
-            self.decompressor, self.tail = net.decompressor, net.tail
+            self.decompressor, self.decoder, self.tail = net.decompressor, net.decoder, net.tail
             self.channels = net.channels
             self.wire_shape = net.wire_shape
+            self.target_shape = net.target_shape
             self.cuts: tuple[int, ...] = (cfg.split_layer,)
         else:
             if cfg.use_module:
                 raise ValueError("a whole-model server (cuts=...) runs without the compression module")
+            if cfg.bottleneck is not None:
+                raise ValueError("a whole-model server (cuts=...) holds the model itself, not a bottleneck student")
             self.whole = whole_model(cfg.model, cfg.input_shape, cfg.num_classes, seed=cfg.seed)
             self.cuts = tuple(sorted({self.whole.check_cut(c) for c in cuts}))
             if not self.cuts:
                 raise ValueError("cuts must name at least one cut")
-            self.decompressor, self.tail = None, self.whole.layers
+            self.decompressor, self.decoder, self.tail = None, None, self.whole.layers
+            self.target_shape = None
             self._fill: dict[int, torch.Tensor] = {}  # cut -> the model's value there on a zero input
         self.codec = cfg.codec_config()
         self.groups = {**({"decompressor": self.decompressor} if self.decompressor is not None else {}),
+                       **({"decoder": self.decoder} if self.decoder is not None else {}),
                        "tail": self.tail}
         self.modules = torch.nn.ModuleList(self.groups.values()).to(self.device)
-        self.opt = SGD(self.modules.parameters(), lr=0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        # A bottleneck student's later layers start from its teacher's, which stays here frozen.
+        self.teacher = distill.server_teacher(cfg, self.tail, self.device)
+        self.distill = None
+        self.opt = self._new_optimizer("sgd", 0.01)
         self.rng = PrivateRng(cfg.seed * 1000 + 999 - shard_id, uses_randomness(self.modules))
         self.plan = plan
         self.phase: int | None = None
@@ -107,10 +117,21 @@ class SplitServer:
         self.steps = 0
 
     def set_stage(self, stage: Stage) -> None:
-        self.loss_fn = task_loss(stage.task_loss)
+        if stage.distills:
+            if self.teacher is None:
+                raise ValueError(f"stage {stage.name!r} distils from a teacher, and this server has none (--teacher)")
+            self.distill = distill_loss(stage.task_loss, alpha=self.cfg.kd_alpha, tau=self.cfg.kd_tau)
+        else:
+            self.loss_fn, self.distill = task_loss(stage.task_loss), None
         self.frozen = tuple(g for g in stage.frozen if g in self.groups)
         for name, module in self.groups.items():
             module.requires_grad_(name not in self.frozen)
+        if optimizer_name(self.opt) != stage.optimizer:
+            self.opt = self._new_optimizer(stage.optimizer, self.opt.param_groups[0]["lr"])
+
+    def _new_optimizer(self, name: str, lr: float):
+        return make_optimizer(name, [{"params": list(self.modules.parameters())}], lr=lr,
+                              momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
 
     def _enter(self, phase: int) -> None:
         if phase != self.phase and self.plan is not None:
@@ -177,7 +198,8 @@ class SplitServer:
         """The tail's output for all messages, in order: one forward on a one-cut server;
         on a whole-model server one per cut present, each from its cut."""
         if self.whole is None:
-            return self.tail(torch.cat(inputs))
+            dense = torch.cat(inputs)
+            return self.tail(self.decoder(dense) if self.decoder is not None else dense)
         out: list = [None] * len(msgs)
         for cut in sorted({m.cut for m in msgs}):
             at = [i for i, m in enumerate(msgs) if m.cut == cut]
@@ -186,21 +208,52 @@ class SplitServer:
                 out[i] = part
         return torch.cat(out)
 
+    def _teacher_outputs(self, msgs: list[codec.Message], teachers: list[bytes | None]) -> Outputs:
+        """The teacher's outputs from the activations its head computed on the clients."""
+        values = []
+        for m, buf in zip(msgs, teachers):
+            if buf is None:
+                raise ValueError(f"distillation step {m.step} of client {m.client_id} carries no teacher activation")
+            t = codec.decode(buf)
+            same = (t.kind, t.step, t.client_id, t.tenant, t.cut) == (m.kind, m.step, m.client_id, m.tenant, m.cut)
+            if not same or tuple(t.shape) != (m.shape[0], *self.target_shape):
+                raise ValueError(
+                    f"teacher activation of client {m.client_id} step {m.step} does not go with it: kind {t.kind}, "
+                    f"step {t.step}, client {t.client_id}, shape {t.shape} (expected {(m.shape[0], *self.target_shape)})"
+                )
+            values.append(torch.from_numpy(t.dense()))
+        with torch.no_grad():
+            feats, logits = features(None, self.teacher.rest, torch.cat(values).to(self.device))
+        return Outputs(tuple(feats), logits)
+
     def train_step(self, buffers: list[bytes], lr: float, phase: int = 0) -> list[ServerResult]:
         """One forward/backward over every message (all of one phase); returns, per
         message, its gradient message and what the step measured."""
         t0 = time.perf_counter()
-        msgs = [codec.decode(b) for b in buffers]
+        parts = [distill.unbundle(b) for b in buffers]
+        msgs = [codec.decode(a) for a, _ in parts]
         for m in msgs:
             self._check(m, want_labels=True)
         self._enter(phase)
         self.set_lr(lr)
         self.modules.train()
+        for g in self.frozen:  # frozen means unchanged: batch norm keeps its running statistics
+            self.groups[g].eval()
+        labels = torch.from_numpy(np.concatenate([m.labels for m in msgs])).to(self.device)
         with self.rng:
             leaves = [torch.from_numpy(m.values).to(self.device).requires_grad_(True) for m in msgs]
-            logits = self._forward(msgs, [self._dense_input(m, v) for m, v in zip(msgs, leaves)])
-        labels = torch.from_numpy(np.concatenate([m.labels for m in msgs])).to(self.device)
-        per_sample = self.loss_fn(logits, labels)
+            inputs = [self._dense_input(m, v) for m, v in zip(msgs, leaves)]
+            if self.distill is None:
+                if any(t is not None for _, t in parts):
+                    raise ValueError(f"phase {phase} does not distil, yet a message carries a teacher activation")
+                logits = self._forward(msgs, inputs)
+            else:
+                feats, logits = features(self.decoder, self.tail, torch.cat(inputs))
+        if self.distill is None:
+            per_sample = self.loss_fn(logits, labels)
+        else:
+            teacher = self._teacher_outputs(msgs, [t for _, t in parts])
+            per_sample = self.distill(Outputs(tuple(feats), logits), teacher, labels)
         bounds = np.cumsum([0] + [len(m.labels) for m in msgs])
         losses = [per_sample[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])]
         total = torch.stack(losses).sum()
@@ -265,6 +318,7 @@ class SplitServer:
         return {
             "modules": {k: v.detach().cpu().clone() for k, v in self.modules.state_dict().items()},
             "optimizer": self.opt.state_dict(),
+            "optimizer_kind": optimizer_name(self.opt),
             "steps": self.steps,
             "rng": self.rng.state_dict(),
         }
@@ -273,6 +327,9 @@ class SplitServer:
         self.modules.load_state_dict(state["modules"])
         self.modules.to(self.device)
         self._weights_changed()
+        kind = state.get("optimizer_kind", "sgd")
+        if optimizer_name(self.opt) != kind:
+            self.opt = self._new_optimizer(kind, self.opt.param_groups[0]["lr"])
         self.opt.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
         self.rng.load_state_dict(state["rng"])

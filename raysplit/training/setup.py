@@ -70,7 +70,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     split = cfg.split.replace(input_shape=train.input_shape, num_classes=train.num_classes)
     channels = build_network(split).channels
     plan = make_plan(cfg.method, cfg.budgets, cfg.epochs_per_budget, lr=cfg.lr, gamma=cfg.gamma, lk=cfg.lk,
-                     reset_filter=cfg.reset_filter, channels=channels)
+                     reset_filter=cfg.reset_filter, channels=channels, save_last=cfg.save_model)
     cfg = cfg.replace(split=split, image_size=size, run_id=cfg.run_id or new_run_id(cfg.method))
     return Prepared(cfg, plan, train, test, Identity(cfg.run_id, cfg.tenant))
 
