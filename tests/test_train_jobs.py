@@ -1,0 +1,66 @@
+"""jobs/prune.py and jobs/bottlefit.py as users run them: on a local Ray cluster of several
+clients and shards (slow: each starts Ray and its actors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from raysplit.data import load_dataset
+from raysplit.inference import load_model
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--dataset", "digits", "--image-size", "16", "--batch-size", "32", "--max-batches", "4",
+         "--test-subset", "96", "--no-progress", "--threads", "1"]
+
+
+def run_job(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_")}
+    r = subprocess.run([sys.executable, f"jobs/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return r
+
+
+def test_prune_job_saves_one_loadable_model_per_budget(tmp_path):
+    out = tmp_path / "prune"
+    run_job("prune.py", *SMALL, "--clients", "3", "--shards", "2", "--budgets", "128,16,2",
+            "--epochs-per-budget", "1", "--out", str(out))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "prune" and s["shards"] == 2 and not s["failed_clients"]
+    assert s["models"] == ["models/budget_128.pt", "models/budget_16.pt", "models/budget_2.pt"]
+    evals = pq.read_table(out / "evals.parquet").to_pandas()
+    test = load_dataset("digits", "test", limit=96, image_size=16, seed=0)
+    shares = [range(0, 32), range(32, 64), range(64, 96)]  # --evaluate share: client c scores its third
+    for epoch, budget in enumerate((128, 16, 2)):
+        m = load_model(out / "models" / f"budget_{budget}.pt", client=2)
+        assert (m.method, m.budget, m.clients) == ("prune", budget, (0, 1, 2))
+        want = evals[(evals.epoch == epoch) & (evals.client == 2)].iloc[0]
+        assert m.accuracy(test.subset(list(shares[2])), batch_size=32) == pytest.approx(want.correct / want.total)
+
+
+def test_bottlefit_job_trains_teacher_then_student_and_scores_bq(tmp_path):
+    out = tmp_path / "bf"
+    r = run_job("bottlefit.py", *SMALL, "--clients", "2", "--shards", "2", "--bottleneck", "3",
+                "--epochs-per-budget", "1,1", "--teacher-epochs", "1", "--bq-codec", "int8", "--out", str(out))
+    teacher = json.loads((out / "teacher" / "summary.json").read_text())
+    assert teacher["method"] == "none" and teacher["models"] == ["models/budget_128.pt"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "bottlefit" and s["budgets"] == [3, 3] and s["clients"] == 2 and s["shards"] == 2
+    assert json.loads((out / "config.json").read_text())["train"]["split"]["teacher"].endswith(
+        "teacher/models/budget_128.pt")
+    steps = pq.read_table(out / "steps.parquet").to_pandas()
+    # the distillation stages carry the teacher's activation (128 x 4 x 4 floats a sample) up, not down
+    assert (steps.bytes_up > 128 * 16 * 4 * steps.samples).all() and (steps.bytes_down < 3 * 16 * 5 * steps.samples).all()
+    bq = json.loads((out / "bq.json").read_text())
+    f32, q = bq["rows"]
+    assert (f32["codec"], q["codec"]) == ("float32", "int8") and f32["total"] == q["total"] == 96
+    assert f32["accuracy"] == pytest.approx(s["final_test_accuracy"])  # the run's own evaluation, re-scored
+    assert q["bytes_per_sample"] < 0.3 * f32["bytes_per_sample"]
+    assert "fewer bytes" in r.stdout
