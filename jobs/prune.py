@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # jobs/: the cluster job this one configures
 
 import deprune  # noqa: E402
+from deprune import config_from_argv  # noqa: E402,F401  (the same configuration as deprune's)
 
 DEFAULTS = {"method": "prune", "budgets": "128,32,4", "epochs_per_budget": "4,2,2", "out": "runs/prune"}
 

@@ -16,7 +16,7 @@ from raysplit.inference import load_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["--dataset", "digits", "--image-size", "16", "--batch-size", "32", "--max-batches", "4",
+SMALL = ["--dataset", "digits", "--image-size", "16", "--batch-size", "32", "--max-batches", "2",
          "--test-subset", "96", "--no-progress", "--threads", "1"]
 
 
@@ -30,7 +30,7 @@ def run_job(script: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_prune_job_saves_one_loadable_model_per_budget(tmp_path):
     out = tmp_path / "prune"
-    run_job("prune.py", *SMALL, "--clients", "3", "--shards", "2", "--budgets", "128,16,2",
+    run_job("prune.py", *SMALL, "--clients", "3", "--shards", "2", "--clients-per-actor", "3", "--budgets", "128,16,2",
             "--epochs-per-budget", "1", "--out", str(out))
     s = json.loads((out / "summary.json").read_text())
     assert s["method"] == "prune" and s["shards"] == 2 and not s["failed_clients"]
@@ -47,7 +47,7 @@ def test_prune_job_saves_one_loadable_model_per_budget(tmp_path):
 
 def test_bottlefit_job_trains_teacher_then_student_and_scores_bq(tmp_path):
     out = tmp_path / "bf"
-    r = run_job("bottlefit.py", *SMALL, "--clients", "2", "--shards", "2", "--bottleneck", "3",
+    r = run_job("bottlefit.py", *SMALL, "--clients", "2", "--shards", "2", "--clients-per-actor", "2", "--bottleneck", "3",
                 "--epochs-per-budget", "1,1", "--teacher-epochs", "1", "--bq-codec", "int8", "--out", str(out))
     teacher = json.loads((out / "teacher" / "summary.json").read_text())
     assert teacher["method"] == "none" and teacher["models"] == ["models/budget_128.pt"]
