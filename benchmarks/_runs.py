@@ -33,6 +33,7 @@ class Run:
     summary: dict
     epochs: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    config: object = None  # the run's TrainConfig
 
     @property
     def accuracy(self) -> list[float]:
@@ -76,7 +77,8 @@ class Runner:
             argv = _drop_cluster_options(argv)
             command = "python -m raysplit.local " + shlex.join(argv)
             print(f"[{name}] {command}", flush=True)
-            s = local.run(local.config_from_argv(local.parser(), argv), callbacks=[col])
+            cfg = local.config_from_argv(local.parser(), argv)
+            s = local.run(cfg, callbacks=[col])
         else:
             import importlib
 
@@ -86,10 +88,12 @@ class Runner:
             mod = importlib.import_module(job)
             command = f"python jobs/{job}.py " + shlex.join(argv)
             print(f"[{name}] {command}", flush=True)
-            s, _ = run_cluster(mod.config_from_argv(mod.parser(), argv), callbacks=[col])
+            cc = mod.config_from_argv(mod.parser(), argv)
+            s, _ = run_cluster(cc, callbacks=[col])
+            cfg = cc.train
         epochs = [{k: getattr(e, k) for k in EpochRow.__dataclass_fields__} for e in sorted(col.epochs,
                                                                                          key=lambda e: e.epoch)]
-        r = Run(name, command, s.to_dict(), epochs, time.perf_counter() - t0)
+        r = Run(name, command, s.to_dict(), epochs, time.perf_counter() - t0, cfg)
         print(f"[{name}] accuracy per epoch {[round(100 * a, 1) for a in r.accuracy]} ({r.seconds:.0f} s)", flush=True)
         return r
 

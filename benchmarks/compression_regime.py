@@ -1,0 +1,153 @@
+"""Prune-Deprune's comparison (Fig. 8 shape) where it can show: the regime where fixed
+compression loses, then deprune there, on the cluster.
+
+1. The sweep: no compression (``--method none``: no module, every channel of l_n travels)
+   and a fixed budget B for every B in --budgets and resolution factor r in --resolutions
+   (``--method fixed --budgets B --resolution r``), all --epochs long.
+2. The regime: every (B, r) whose final test accuracy is at least --loss-points below no
+   compression's.
+3. In that regime: deprune B -> --high (--deprune-epochs, the paper's 15:3 split scaled) at
+   the same r, and, as the paper's "no-compression" at that r, the module at the full
+   budget (``--method fixed --budgets 128 --resolution r``).
+
+Every row reports the final test accuracy, training bytes (activations up + gradients down,
+exact codec sizes) per sample and both against no compression; deprune's row also against
+fixed B at the same r (the paper's "high compression"). The paper claims deprune is within
+0.5 points of no compression at 4x fewer bytes and 4 points better than high compression.
+
+    python benchmarks/compression_regime.py               # ~40 min on 2 cores (cluster, 2 clients)
+    python benchmarks/compression_regime.py --quick --local
+    # the paper's scale, for a user with CIFAR-10 and GPU shard nodes:
+    python benchmarks/compression_regime.py --full-scale --data-dir /data/cifar10 --clients 8 --shards 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+from _runs import Runner  # noqa: E402
+
+NAME = "compression_regime"
+QUICK = dict(budgets="1,4", resolutions="1,4", epochs=2, deprune_epochs="1,1", train_subset=128, test_subset=64,
+             batch_size=16, dataset="digits", high=128)
+#: the paper's setting (Fig. 8): VGG11 on CIFAR-10, 15 epochs at B = 4 then 3 at 128, GPU shards
+FULL_SCALE = dict(model="vgg11", dataset="cifar10", train_subset="all", test_subset="all", epochs=18,
+                  deprune_epochs="15,3", batch_size=64, shard_device="cuda", clients=8, shards=2, lr=0.01)
+
+
+def row_of(run, method: str, budget: int | None, r: int | None) -> dict:
+    s = run.summary
+    return {"method": method, "budget": budget, "resolution": r, "schedule": " + ".join(
+                f"{b}x{e}" for b, e in zip(s["budgets"], s["epochs_per_budget"])),
+            "final_acc": s["final_test_accuracy"], "best_acc": max(run.accuracy),
+            "last2_acc": sum(run.accuracy[-2:]) / len(run.accuracy[-2:]),
+            "bytes_per_sample": (s["bytes_up"] + s["bytes_down"]) / s["samples"],
+            "up_per_sample": s["bytes_up"] / s["samples"], "shard_devices": s.get("shard_devices"),
+            "accuracy": run.accuracy, "command": run.command}
+
+
+def regime(rows: list[dict], none_acc: float, points: float) -> list[dict]:
+    """The fixed-budget rows that lose at least ``points`` against no compression."""
+    return [r for r in rows if r["method"] == "fixed" and 100 * (none_acc - r["final_acc"]) >= points]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budgets", default="1,2,4", help="fixed budgets B of the sweep")
+    ap.add_argument("--resolutions", default="1,2,4", help="resolution factors r of the sweep")
+    ap.add_argument("--epochs", type=int, default=6, help="epochs of every run")
+    ap.add_argument("--deprune-epochs", default="5,1", help="epochs at B, then at --high (sum = --epochs)")
+    ap.add_argument("--high", type=int, default=128, help="the budget deprune raises to (the split's channels)")
+    ap.add_argument("--loss-points", type=float, default=2.0, help="a fixed budget is in the regime when it loses "
+                    "at least this many points against no compression")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--model", default="vgg_small")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-subset", default="4096", help="training samples (or 'all')")
+    ap.add_argument("--test-subset", default="1000", help="test samples (or 'all')")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra", default="", help="more job options for every run")
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--shard-device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where the shards compute (auto: a GPU per shard when the cluster has them)")
+    ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
+    ap.add_argument("--full-scale", action="store_true",
+                    help="the paper's scale: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in FULL_SCALE.items())
+                    + " (options given explicitly still win); needs --data-dir with CIFAR-10")
+    ap.add_argument("--runs-dir", type=Path, default=Path("/tmp/raysplit-bench/compression_regime"))
+    ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the .json/.md results")
+    ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")
+    a = ap.parse_args(argv)
+    if a.quick or a.full_scale:
+        ap.set_defaults(**({**FULL_SCALE} if a.full_scale else {}), **(QUICK if a.quick else {}))
+        a = ap.parse_args(argv)
+    low, high_epochs = (int(v) for v in a.deprune_epochs.split(","))
+    if low + high_epochs != a.epochs:
+        ap.error(f"--deprune-epochs {a.deprune_epochs} must sum to --epochs {a.epochs} (the same training length)")
+    common = ["--dataset", a.dataset, "--model", a.model, "--train-subset", str(a.train_subset),
+              "--test-subset", str(a.test_subset), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+              "--seed", str(a.seed), *(["--data-dir", a.data_dir] if a.data_dir else []), *shlex.split(a.extra)]
+    runner = Runner(["--clients", str(a.clients), "--shards", str(a.shards), "--shard-device", a.shard_device],
+                    local=a.local, out_dir=a.runs_dir)
+    rows: list[dict] = []
+    try:
+        none = row_of(runner.run("none", ["--method", "none", "--epochs-per-budget", str(a.epochs), *common]),
+                      "none", None, None)
+        rows.append(none)
+        for r in (int(v) for v in a.resolutions.split(",")):
+            for b in (int(v) for v in a.budgets.split(",")):
+                run = runner.run(f"fixed_B{b}_r{r}", ["--method", "fixed", "--budgets", str(b), "--resolution", str(r),
+                                                      "--epochs-per-budget", str(a.epochs), *common])
+                rows.append(row_of(run, "fixed", b, r))
+        lossy = regime(rows, none["final_acc"], a.loss_points)
+        for r in sorted({x["resolution"] for x in lossy}):
+            full = runner.run(f"fixed_B{a.high}_r{r}", ["--method", "fixed", "--budgets", str(a.high), "--resolution",
+                                                        str(r), "--epochs-per-budget", str(a.epochs), *common])
+            rows.append(row_of(full, "fixed (full budget)", a.high, r))
+        for x in lossy:
+            b, r = x["budget"], x["resolution"]
+            run = runner.run(f"deprune_B{b}_r{r}", ["--method", "deprune", "--budgets", f"{b},{a.high}", "--resolution",
+                                                    str(r), "--epochs-per-budget", a.deprune_epochs, *common])
+            d = row_of(run, "deprune", b, r)
+            d["vs_fixed_points"] = 100 * (d["final_acc"] - x["final_acc"])
+            d["vs_fixed_bytes"] = d["bytes_per_sample"] / x["bytes_per_sample"]
+            full = next(y for y in rows if y["method"] == "fixed (full budget)" and y["resolution"] == r)
+            d["vs_full_points"] = 100 * (d["final_acc"] - full["final_acc"])
+            rows.append(d)
+    finally:
+        runner.close()
+    for x in rows:
+        x["vs_none_points"] = 100 * (x["final_acc"] - none["final_acc"])
+        x["bytes_vs_none"] = x["bytes_per_sample"] / none["bytes_per_sample"]
+        x["in_regime"] = x in lossy
+    cols = [("method", "method", ""), ("budget", "B", ""), ("resolution", "r", ""), ("schedule", "budgets x epochs", ""),
+            ("final_acc", "final acc", ".4f"), ("last2_acc", "mean last 2", ".4f"),
+            ("vs_none_points", "vs none (points)", "+.2f"), ("bytes_per_sample", "bytes/sample", ",.0f"),
+            ("bytes_vs_none", "bytes vs none", ".4f"), ("vs_fixed_points", "vs fixed B (points)", "+.2f"),
+            ("vs_full_points", "vs B=128 at r (points)", "+.2f")]
+    print()
+    print(C.text_table(rows, cols))
+    command = "python benchmarks/compression_regime.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    where = "local trainer" if a.local else f"{a.clients} clients, {a.shards} shard(s), shard device {a.shard_device}"
+    md = (f"# Where fixed compression loses, and deprune there\n\n{a.model} on {a.dataset} ({a.train_subset} train / "
+          f"{a.test_subset} test samples), batch {a.batch_size}, lr {a.lr}, {a.epochs} epochs per run, {where}; "
+          f"regime: fixed budgets losing >= {a.loss_points:g} points against no compression; deprune "
+          f"B -> {a.high} over {a.deprune_epochs} epochs. Bytes: training traffic (up + down) per training sample.\n\n"
+          + C.md_table(rows, cols) + f"\n\nReproduce: `{command}`\n\nCreated {C.now_iso()}.\n")
+    result = {"benchmark": NAME, "date": C.now_iso(), "command": command, "machine": C.machine_info(),
+              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}, "rows": rows,
+              "regime": [{"budget": x["budget"], "resolution": x["resolution"]} for x in lossy]}
+    C.write_results(NAME, result, md, a.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
