@@ -1,5 +1,5 @@
-"""jobs/prune.py and jobs/bottlefit.py as users run them: on a local Ray cluster of several
-clients and shards (slow: each starts Ray and its actors)."""
+"""jobs/bottlefit.py as users run it: on a local Ray cluster of several clients and shards
+(slow: it starts Ray and its actors). jobs/prune.py runs in tests/test_train_benchmarks.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from raysplit.data import load_dataset
-from raysplit.inference import load_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,23 +24,6 @@ def run_job(script: str, *args: str) -> subprocess.CompletedProcess:
                        timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return r
-
-
-def test_prune_job_saves_one_loadable_model_per_budget(tmp_path):
-    out = tmp_path / "prune"
-    run_job("prune.py", *SMALL, "--clients", "3", "--shards", "2", "--clients-per-actor", "3", "--budgets", "128,16,2",
-            "--epochs-per-budget", "1", "--out", str(out))
-    s = json.loads((out / "summary.json").read_text())
-    assert s["method"] == "prune" and s["shards"] == 2 and not s["failed_clients"]
-    assert s["models"] == ["models/budget_128.pt", "models/budget_16.pt", "models/budget_2.pt"]
-    evals = pq.read_table(out / "evals.parquet").to_pandas()
-    test = load_dataset("digits", "test", limit=96, image_size=16, seed=0)
-    shares = [range(0, 32), range(32, 64), range(64, 96)]  # --evaluate share: client c scores its third
-    for epoch, budget in enumerate((128, 16, 2)):
-        m = load_model(out / "models" / f"budget_{budget}.pt", client=2)
-        assert (m.method, m.budget, m.clients) == ("prune", budget, (0, 1, 2))
-        want = evals[(evals.epoch == epoch) & (evals.client == 2)].iloc[0]
-        assert m.accuracy(test.subset(list(shares[2])), batch_size=32) == pytest.approx(want.correct / want.total)
 
 
 def test_bottlefit_job_trains_teacher_then_student_and_scores_bq(tmp_path):
