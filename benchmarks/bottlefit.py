@@ -36,7 +36,7 @@ from _runs import Runner  # noqa: E402
 
 NAME = "bottlefit"
 QUICK = dict(channels="3", teacher_epochs=1, stage_epochs=1, train_subset=128, test_subset=64, batch_size=16,
-             dataset="digits", bq_codec="int8")
+             dataset="digits")
 METHODS = ("scratch", "kd", "bottlefit", "bottlefit-fe", "module")
 
 

@@ -243,3 +243,31 @@ def test_a_student_model_file_loads_without_its_teacher(teacher_file, tmp_path):
     assert m.split.bottleneck == 3 and m.budget == 3 and m.client.teacher is None
     x, _ = _batch()
     assert m.predict(x).shape == (8,)
+
+
+def test_bottleneck_quantisation_end_to_end(teacher_file, tmp_path):
+    """Post-training BQ: the saved student scored over split inference with float32 and with
+    the codec's uint8 (one scale and zero point per tensor): a quarter of the payload, the
+    same predictions up to the quantisation error."""
+    from raysplit.config import TrainConfig
+    from raysplit.training import bq
+
+    out = tmp_path / "bf"
+    local.main(COMMON + ["--method", "bottlefit", "--bottleneck", "3", "--teacher", str(teacher_file),
+                         "--epochs-per-budget", "1", "--lr", "0.001", "--out", str(out)])
+    cfg = TrainConfig(method="none", dataset="digits", image_size=16, test_subset=64)
+    test = bq.test_set(cfg)
+    f32, u8 = (bq.score(out / "models" / "budget_3.pt", test, k, batch_size=32) for k in ("float32", "uint8"))
+    assert f32.total == u8.total == 64 and u8.codec == "uint8"
+    # 32 samples x 3 x 4 x 4 values per message: 4 bytes each as float32, 1 as uint8, plus the headers
+    assert u8.bytes_per_sample < 0.3 * f32.bytes_per_sample
+    assert 3 * 16 <= u8.bytes_per_sample < 3 * 16 + 4
+    assert abs(u8.accuracy - f32.accuracy) <= 2 / 64  # at most two of 64 predictions move
+    m = load_model(out / "models" / "budget_3.pt")
+    from raysplit import codec
+
+    m.client.codec = codec.CodecConfig.parse("uint8")
+    msg = codec.decode(m.client.predict_message(test.x[:32]))
+    z = m.client.head.eval()(torch.from_numpy(test.x[:32])).detach().numpy()
+    step = (z.max() - z.min()) / 255
+    assert np.abs(msg.values - z).max() <= step / 2 + 1e-6  # affine 8-bit: within half a step

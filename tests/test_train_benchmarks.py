@@ -93,6 +93,6 @@ def test_bottlefit_benchmark_quick(tmp_path):
     rows = {r["method"]: r for r in res["rows"]}
     assert set(rows) == {"teacher (no compression)", "bottlefit", "module"}
     bf = rows["bottlefit"]
-    assert bf["accuracy"] == pytest.approx(bf["run_final_acc"]) and bf["bq_codec"] == "int8"
+    assert bf["accuracy"] == pytest.approx(bf["run_final_acc"]) and bf["bq_codec"] == "uint8"
     assert bf["bq_bytes_per_sample"] < 0.3 * bf["bytes_per_sample"] < rows["teacher (no compression)"]["bytes_per_sample"]
     assert bf["train_bytes_per_sample"] > 10 * bf["bytes_per_sample"]  # the teacher's activation travels in training

@@ -29,7 +29,7 @@ def run_job(script: str, *args: str) -> subprocess.CompletedProcess:
 def test_bottlefit_job_trains_teacher_then_student_and_scores_bq(tmp_path):
     out = tmp_path / "bf"
     r = run_job("bottlefit.py", *SMALL, "--clients", "2", "--shards", "2", "--clients-per-actor", "2", "--bottleneck", "3",
-                "--epochs-per-budget", "1,1", "--teacher-epochs", "1", "--bq-codec", "int8", "--out", str(out))
+                "--epochs-per-budget", "1,1", "--teacher-epochs", "1", "--out", str(out))
     teacher = json.loads((out / "teacher" / "summary.json").read_text())
     assert teacher["method"] == "none" and teacher["models"] == ["models/budget_128.pt"]
     s = json.loads((out / "summary.json").read_text())
@@ -41,7 +41,7 @@ def test_bottlefit_job_trains_teacher_then_student_and_scores_bq(tmp_path):
     assert (steps.bytes_up > 128 * 16 * 4 * steps.samples).all() and (steps.bytes_down < 3 * 16 * 5 * steps.samples).all()
     bq = json.loads((out / "bq.json").read_text())
     f32, q = bq["rows"]
-    assert (f32["codec"], q["codec"]) == ("float32", "int8") and f32["total"] == q["total"] == 96
+    assert (f32["codec"], q["codec"]) == ("float32", "uint8") and f32["total"] == q["total"] == 96
     assert f32["accuracy"] == pytest.approx(s["final_test_accuracy"])  # the run's own evaluation, re-scored
     assert q["bytes_per_sample"] < 0.3 * f32["bytes_per_sample"]
     assert "fewer bytes" in r.stdout
