@@ -113,3 +113,49 @@ def _drop_cluster_options(argv: list[str]) -> list[str]:
 def epochs_to_reach(accuracy: list[float], threshold: float) -> int | None:
     """1-based count of epochs until the test accuracy first reaches ``threshold`` (None: never)."""
     return next((i + 1 for i, a in enumerate(accuracy) if a >= threshold), None)
+
+
+def add_run_options(ap, name: str, *, lr: float = 0.01) -> None:
+    """The options every training-method benchmark takes (data, batches, cluster, where results go)."""
+    import _common as C
+
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--model", default="vgg_small")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-subset", default="4096", help="training samples (or 'all')")
+    ap.add_argument("--test-subset", default="1000", help="test samples (or 'all')")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra", default="", help="more job options for every run, e.g. '--gamma 2 --threads 1'")
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
+    ap.add_argument("--runs-dir", type=Path, default=Path(f"/tmp/raysplit-bench/{name}"), help="the runs' directories")
+    ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the results (.json, .md)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")
+
+
+def parse(ap, argv: list[str] | None, quick: dict, preset: dict | None = None, use_preset: str = ""):
+    """Parse; --quick (and the flag ``use_preset``, e.g. full_scale) switch defaults, options given still win."""
+    a = ap.parse_args(argv)
+    defaults = {**(preset if preset and getattr(a, use_preset, False) else {}), **(quick if a.quick else {})}
+    if defaults:
+        ap.set_defaults(**defaults)
+        a = ap.parse_args(argv)
+    return a
+
+
+def job_args(a) -> list[str]:
+    """The job options of ``add_run_options`` every run gets."""
+    return ["--dataset", a.dataset, "--model", a.model, "--train-subset", str(a.train_subset), "--test-subset",
+            str(a.test_subset), "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(a.seed),
+            *(["--data-dir", a.data_dir] if a.data_dir else []), *shlex.split(a.extra)]
+
+
+def where(a) -> str:
+    return "local trainer" if a.local else f"{a.clients} clients, {a.shards} shard(s)"
+
+
+def command(script: str, argv: list[str] | None) -> str:
+    return f"python benchmarks/{script}.py " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -26,13 +26,12 @@ during distillation) are in the JSON.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from _runs import Runner  # noqa: E402
+import _runs as R  # noqa: E402
 
 NAME = "bottlefit"
 QUICK = dict(channels="3", teacher_epochs=1, stage_epochs=1, train_subset=128, test_subset=64, batch_size=16,
@@ -48,28 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-lr", type=float, default=0.01)
     ap.add_argument("--stage-epochs", type=int, default=10, help="epochs of each BottleFit stage (the recipe: 10); "
                     "the one-stage methods train twice as long")
-    ap.add_argument("--lr", type=float, default=0.001, help="the recipe's lr of both stages and of KD only")
     ap.add_argument("--scratch-lr", type=float, default=0.01,
                     help="lr of the student from scratch and of the module (SGD, no decay)")
     ap.add_argument("--bq-codec", default="uint8")
     ap.add_argument("--module-bq-codec", default="int8")
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--model", default="vgg_small")
-    ap.add_argument("--train-subset", type=int, default=4096)
-    ap.add_argument("--test-subset", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extra", default="", help="more job options for every run")
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
-    ap.add_argument("--runs-dir", type=Path, default=Path("/tmp/raysplit-bench/bottlefit"))
-    ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the .json/.md results")
-    ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")
-    a = ap.parse_args(argv)
-    if a.quick:
-        ap.set_defaults(**QUICK)
-        a = ap.parse_args(argv)
+    R.add_run_options(ap, NAME, lr=0.001)  # --lr: the recipe's of both stages and of KD only
+    a = R.parse(ap, argv, QUICK)
     methods = a.methods.split(",")
     for m in methods:
         if m not in METHODS:
@@ -77,11 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from raysplit.training import bq
 
-    common = ["--dataset", a.dataset, "--model", a.model, "--train-subset", str(a.train_subset),
-              "--test-subset", str(a.test_subset), "--batch-size", str(a.batch_size), "--seed", str(a.seed),
-              "--save-model", *shlex.split(a.extra)]
+    common = [*R.job_args(a), "--save-model"]  # later --lr options win
     total = 2 * a.stage_epochs
-    runner = Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
+    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
     rows, runs = [], []
 
     def scored(name, run, c, codecs):
@@ -137,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             ("train_bytes_per_sample", "training B/sample", ",.0f")]
     print()
     print(C.text_table(rows, cols))
-    command = "python benchmarks/bottlefit.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    where = "local trainer" if a.local else f"{a.clients} clients, {a.shards} shard(s)"
+    command, where = R.command(NAME, argv), R.where(a)
     md = (f"# BottleFit vs scratch, KD only and the compression module\n\n{a.model} on {a.dataset} ({a.train_subset} "
           f"train / {a.test_subset} test samples), batch {a.batch_size}, {where}. Teacher: {a.teacher_epochs} epochs, "
           f"SGD lr {a.teacher_lr}. BottleFit: {a.stage_epochs} + {a.stage_epochs} epochs (GHND with Adam, then KD with "

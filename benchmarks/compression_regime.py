@@ -24,13 +24,12 @@ fixed B at the same r (the paper's "high compression"). The paper claims deprune
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from _runs import Runner  # noqa: E402
+import _runs as R  # noqa: E402
 
 NAME = "compression_regime"
 QUICK = dict(budgets="1,4", resolutions="1,4", epochs=2, deprune_epochs="1,1", train_subset=128, test_subset=64,
@@ -65,37 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--high", type=int, default=128, help="the budget deprune raises to (the split's channels)")
     ap.add_argument("--loss-points", type=float, default=2.0, help="a fixed budget is in the regime when it loses "
                     "at least this many points against no compression")
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--model", default="vgg_small")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--train-subset", default="4096", help="training samples (or 'all')")
-    ap.add_argument("--test-subset", default="1000", help="test samples (or 'all')")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extra", default="", help="more job options for every run")
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--shard-device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="where the shards compute (auto: a GPU per shard when the cluster has them)")
-    ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
     ap.add_argument("--full-scale", action="store_true",
                     help="the paper's scale: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in FULL_SCALE.items())
                     + " (options given explicitly still win); needs --data-dir with CIFAR-10")
-    ap.add_argument("--runs-dir", type=Path, default=Path("/tmp/raysplit-bench/compression_regime"))
-    ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the .json/.md results")
-    ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")
-    a = ap.parse_args(argv)
-    if a.quick or a.full_scale:
-        ap.set_defaults(**({**FULL_SCALE} if a.full_scale else {}), **(QUICK if a.quick else {}))
-        a = ap.parse_args(argv)
+    R.add_run_options(ap, NAME)
+    a = R.parse(ap, argv, QUICK, FULL_SCALE, "full_scale")
     low, high_epochs = (int(v) for v in a.deprune_epochs.split(","))
     if low + high_epochs != a.epochs:
         ap.error(f"--deprune-epochs {a.deprune_epochs} must sum to --epochs {a.epochs} (the same training length)")
-    common = ["--dataset", a.dataset, "--model", a.model, "--train-subset", str(a.train_subset),
-              "--test-subset", str(a.test_subset), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
-              "--seed", str(a.seed), *(["--data-dir", a.data_dir] if a.data_dir else []), *shlex.split(a.extra)]
-    runner = Runner(["--clients", str(a.clients), "--shards", str(a.shards), "--shard-device", a.shard_device],
+    common = R.job_args(a)
+    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards), "--shard-device", a.shard_device],
                     local=a.local, out_dir=a.runs_dir)
     rows: list[dict] = []
     try:
@@ -135,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             ("vs_full_points", "vs B=128 at r (points)", "+.2f")]
     print()
     print(C.text_table(rows, cols))
-    command = "python benchmarks/compression_regime.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    where = "local trainer" if a.local else f"{a.clients} clients, {a.shards} shard(s), shard device {a.shard_device}"
+    command, where = R.command(NAME, argv), R.where(a) + ("" if a.local else f", shard device {a.shard_device}")
     md = (f"# Where fixed compression loses, and deprune there\n\n{a.model} on {a.dataset} ({a.train_subset} train / "
           f"{a.test_subset} test samples), batch {a.batch_size}, lr {a.lr}, {a.epochs} epochs per run, {where}; "
           f"regime: fixed budgets losing >= {a.loss_points:g} points against no compression; deprune "

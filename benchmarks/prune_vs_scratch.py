@@ -22,13 +22,12 @@ seen at a finer grain than whole passes; the table gives both.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from _runs import Runner, epochs_to_reach  # noqa: E402
+import _runs as R  # noqa: E402
 
 NAME = "prune_vs_scratch"
 QUICK = dict(budgets="128,8", base_epochs=2, transfer_epochs=1, scratch_epochs=2, train_subset=128, test_subset=64,
@@ -53,9 +52,9 @@ def analyse(prune_acc: list[float], plan: list[tuple[int, int, int]], scratch: d
         s = scratch[b]
         threshold = target * final(s, window)
         row = {"budget": b, "scratch_final": final(s, window), "threshold": threshold,
-               "scratch_epochs": len(s), "scratch_to_target": epochs_to_reach(s, threshold),
+               "scratch_epochs": len(s), "scratch_to_target": R.epochs_to_reach(s, threshold),
                "prune_final": final(derived, window) if i else None, "prune_epochs": n if i else None,
-               "prune_to_target": epochs_to_reach(derived, threshold) if i else None}
+               "prune_to_target": R.epochs_to_reach(derived, threshold) if i else None}
         if i and row["prune_to_target"] and row["scratch_to_target"]:
             row["speedup"] = row["scratch_to_target"] / row["prune_to_target"]
         rows.append(row)
@@ -103,32 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.95, help="fraction of the scratch final accuracy to reach")
     ap.add_argument("--final-window", type=int, default=1,
                     help="final accuracy = mean of the last N evaluations (1: the last)")
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--model", default="vgg_small")
-    ap.add_argument("--train-subset", type=int, default=4096)
-    ap.add_argument("--test-subset", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-batches", type=int, default=8, help="steps per client and epoch")
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extra", default="", help="more job options for every run, e.g. '--data-dir /data --gamma 2'")
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
-    ap.add_argument("--runs-dir", type=Path, default=Path("/tmp/raysplit-bench/prune_vs_scratch"))
-    ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the .json/.md/.png results")
-    ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")
-    a = ap.parse_args(argv)
-    if a.quick:
-        ap.set_defaults(**QUICK)
-        a = ap.parse_args(argv)
+    R.add_run_options(ap, NAME)
+    a = R.parse(ap, argv, QUICK)
     budgets = [int(b) for b in a.budgets.split(",")]
     if budgets != sorted(budgets, reverse=True) or len(budgets) < 2:
         ap.error(f"--budgets {a.budgets}: at least two, descending (the first is the full budget)")
-    common = ["--dataset", a.dataset, "--model", a.model, "--train-subset", str(a.train_subset),
-              "--test-subset", str(a.test_subset), "--batch-size", str(a.batch_size), "--max-batches",
-              str(a.max_batches), "--lr", str(a.lr), "--seed", str(a.seed), *shlex.split(a.extra)]
-    runner = Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
+    common = [*R.job_args(a), "--max-batches", str(a.max_batches)]
+    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
     try:
         epochs = [a.base_epochs] + [a.transfer_epochs] * (len(budgets) - 1)
         prune = runner.run("prune", ["--method", "prune", "--budgets", a.budgets, "--epochs-per-budget", ",".join(map(str, epochs)),
@@ -146,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = analyse(prune.accuracy, plan, scratch, a.target, a.final_window)
     clients = 1 if a.local else a.clients
     per_epoch = clients * a.max_batches * a.batch_size
-    passes = per_epoch / a.train_subset
+    passes = per_epoch / int(a.train_subset)
     for r in rows:
         for k in ("scratch_to_target", "prune_to_target"):
             r[k.replace("to_target", "passes")] = None if r[k] is None else r[k] * passes
-    epoch_label = f"epoch ({per_epoch:,} samples = {passes:.3g} passes of the {a.train_subset:,} training samples)"
+    epoch_label = f"epoch ({per_epoch:,} samples = {passes:.3g} passes of the {int(a.train_subset):,} training samples)"
     a.out_dir.mkdir(parents=True, exist_ok=True)
     plot(a.out_dir / f"{NAME}.png", prune.accuracy, plan, scratch, rows, epoch_label)
     cols = [("budget", "B", "d"), ("scratch_final", "scratch final acc", ".4f"),
@@ -158,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             ("prune_to_target", "prune epochs to 95 % (after transfer)", ""), ("speedup", "speedup", ".1f")]
     print()
     print(C.text_table(rows, cols))
-    command = "python benchmarks/prune_vs_scratch.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = R.command(NAME, argv)
     md = (f"# Prune vs training from scratch\n\n{a.model} on {a.dataset} ({a.train_subset} train / {a.test_subset} test "
-          f"samples), batch {a.batch_size}, lr {a.lr}, {'local trainer' if a.local else f'{a.clients} clients, {a.shards} shard(s)'}; "
+          f"samples), batch {a.batch_size}, lr {a.lr}, {R.where(a)}; "
           f"an epoch = {a.max_batches} steps per client = {per_epoch} samples ({passes:.3g} passes). Prune: "
           f"{' -> '.join(map(str, budgets))} over {' + '.join(map(str, epochs))} epochs; from scratch: "
           f"{a.scratch_epochs} epochs per budget. Final accuracy = mean of the last {a.final_window} evaluation(s); "

@@ -31,8 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # jobs/: the cluster job whose options these are
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray  # noqa: E402
-
 import deprune  # noqa: E402
 from raysplit.config import ClusterConfig, SplitConfig, TrainConfig  # noqa: E402
 from raysplit.config.bottlefit import BottleFitConfig  # noqa: E402
@@ -72,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from raysplit.runtime.driver import run_cluster
     from raysplit.training import bq
 
-    ray.init(address=p.namespace.address, log_to_driver=True)  # bare init: joins a cluster under `ray job submit`
-    try:
+    def train():
+        nonlocal cc
         if teacher_cc is not None:
             print(f"[bottlefit] training the teacher ({teacher_cc.train.split.model}, no compression) in "
                   f"{teacher_cc.train.out}", flush=True)
@@ -81,11 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(ts), flush=True)
             teacher = str(Path(teacher_cc.train.out) / ts.models[-1])
             cc = cc.replace(train=cc.train.replace(split=cc.train.split.replace(teacher=teacher)))
-        summary, _ = run_cluster(cc)
-    except (ValueError, FileNotFoundError) as e:  # bad values found once the data is known
-        p.parser.exit(2, f"{p.parser.prog}: error: {e}\n")
-    finally:
-        ray.shutdown()
+        return run_cluster(cc)[0]
+
+    summary = deprune.on_ray(p, train)  # bare init: joins a cluster under `ray job submit`
     print(format_summary(summary))
     out = Path(cc.train.out)
     model, test = out / summary.models[-1], bq.test_set(cc.train)

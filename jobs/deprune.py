@@ -45,19 +45,24 @@ def config_from_argv(p: ConfigParser, argv: list[str] | None) -> ClusterConfig:
     return p.build(ClusterConfig, values[ClusterConfig], train=train)
 
 
+def on_ray(p: ConfigParser, fn):
+    """``fn()`` on Ray; a bad value found once the data is known exits with status 2."""
+    # Bare init: joins the cluster under `ray job submit` (RAY_ADDRESS), else starts one.
+    ray.init(address=p.namespace.address, log_to_driver=True)
+    try:
+        return fn()
+    except (ValueError, FileNotFoundError) as e:
+        p.parser.exit(2, f"{p.parser.prog}: error: {e}\n")
+    finally:
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None, p: ConfigParser | None = None) -> int:
     p = p or parser()
     cc = config_from_argv(p, argv)
     from raysplit.runtime.driver import run_cluster
 
-    # Bare init: joins the cluster under `ray job submit` (RAY_ADDRESS), else starts one.
-    ray.init(address=p.namespace.address, log_to_driver=True)
-    try:
-        summary, _ = run_cluster(cc)
-    except (ValueError, FileNotFoundError) as e:  # bad values found once the data is known
-        p.parser.exit(2, f"{p.parser.prog}: error: {e}\n")
-    finally:
-        ray.shutdown()
+    summary, _ = on_ray(p, lambda: run_cluster(cc))
     print(format_summary(summary))
     print(f"run directory: {os.path.abspath(cc.train.out)}")
     return 0

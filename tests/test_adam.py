@@ -10,14 +10,7 @@ from raysplit.training.adam import Adam
 from raysplit.training.optimizers import make_optimizer, optimizer_name
 
 
-def _model(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(64, 5))
-
-
-def _groups(m: torch.nn.Module, wd: float) -> list[dict]:
-    ps = list(m.parameters())
-    return [{"params": ps[:-1], "weight_decay": wd}, {"params": ps[-1:], "weight_decay": 0.0}]
+from test_sgd import _groups, _model  # the same small network and parameter groups
 
 
 def _run(model, opt, steps, seed, lr_change_at=None):

@@ -55,10 +55,7 @@ class Adam(FunctionalOptimizer):
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter that has a gradient (torch's Adam update)."""
-        for g in self.param_groups:
-            params = [p for p in g["params"] if p.grad is not None]
-            if not params:
-                continue
+        for g, params in self.with_grads():
             states = []
             for p in params:
                 s = self.state.get(p)

@@ -76,6 +76,13 @@ class FunctionalOptimizer:
             raise ValueError(f"{self.name} {key}={v!r}; allowed: {limit}")
 
     # -- common -----------------------------------------------------------------
+    def with_grads(self):
+        """(group, its parameters that have a gradient) for every group with any: what a step updates."""
+        for g in self.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            if params:
+                yield g, params
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.param_groups:
             for p in g["params"]:
