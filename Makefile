@@ -70,6 +70,9 @@ bench: setup
 	$(BIN)/python benchmarks/energy_split.py
 	$(BIN)/python benchmarks/accuracy_bytes.py
 	$(BIN)/python benchmarks/select_lr.py
+	$(BIN)/python benchmarks/prune_vs_scratch.py
+	$(BIN)/python benchmarks/bottlefit.py
+	$(BIN)/python benchmarks/compression_regime.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
