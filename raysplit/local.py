@@ -17,6 +17,7 @@ from typing import Sequence
 
 from raysplit.budget.policies import WAIT, make_policy
 from raysplit.config.cli import ConfigParser
+from raysplit.config.link import LinkConfig
 from raysplit.config.split import SplitConfig
 from raysplit.config.train import TrainConfig
 from raysplit.data import num_batches
@@ -24,11 +25,20 @@ from raysplit.observability.callbacks import Callback, ProgressBar
 from raysplit.records.rows import Summary
 from raysplit.records.summary import format_summary
 from raysplit.records.writer import CheckpointSnapshot, ModelSnapshot, RunWriter
-from raysplit.runtime.coordinator import Coordinator, Record, SaveCheckpoint, SaveModel, ShareAverage, SyncShards
+from raysplit.runtime.coordinator import (
+    AlignClocks,
+    Coordinator,
+    Record,
+    SaveCheckpoint,
+    SaveModel,
+    ShareAverage,
+    SyncShards,
+)
 from raysplit.training.client import SplitClient
 from raysplit.training.loop import ClientLoop, Report
 from raysplit.training.server import SplitServer
 from raysplit.training.setup import prepare
+from raysplit.transport.emulated import EmulatedTransport
 from raysplit.transport.inprocess import InProcessTransport
 
 
@@ -48,7 +58,7 @@ class LocalScheduler:
                                                     self.core.state_dict())])
             elif isinstance(a, Record):
                 self.writer.put(list(a.items))
-            elif not isinstance(a, (SyncShards, ShareAverage)):  # one server, one client: nothing to do
+            elif not isinstance(a, (SyncShards, ShareAverage, AlignClocks)):  # one client: nothing to do
                 raise TypeError(f"unknown action {a!r}")
         d = self.core.decide(client)
         if d is WAIT:
@@ -70,8 +80,15 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
     server = SplitServer(cfg.split, 0, plan=plan, tenant_key=identity.tenant_key)
     core = Coordinator(make_policy("sync", plan, {0: steps}), plan, {0: float(len(prep.train))},
                        checkpoint_every=cfg.checkpoint_every)
+    transport = InProcessTransport(server)
+    if cfg.link.enabled:  # the one client's link, in this process
+        from raysplit.link.port import LocalPort
+
+        port = LocalPort(cfg.link.build_medium({0: 0}, cfg.split.seed))
+        transport = EmulatedTransport(transport, port, 0, mode=cfg.link.link_mode,
+                                      compute=cfg.link.compute_model(cfg.split, cfg.link.client_cpus(1, None)[0]))
     loop = ClientLoop(
-        client=client, train=prep.train, test=prep.test, plan=plan, transport=InProcessTransport(server),
+        client=client, train=prep.train, test=prep.test, plan=plan, transport=transport,
         scheduler=LocalScheduler(core, server, writer), sink=writer, identity=identity, shard=0,
         batch_size=cfg.batch_size, seed=cfg.split.seed, t0=t0,
     )
@@ -89,7 +106,7 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
         startup_seconds=startup, train_seconds=train_seconds, train_samples=len(prep.train),
         test_samples=len(prep.test), epochs=len(writer.epoch_rows),
         transitions=[t.__dict__ for t in core.transitions], models=writer.models, checkpoints=writer.checkpoints,
-        final_filter=result.final_filter,
+        final_filter=result.final_filter, **cfg.link.summary_fields(writer, 1),
     )
     writer.close(summary)
     return summary
@@ -99,14 +116,15 @@ def parser() -> ConfigParser:
     return ConfigParser(
         "python -m raysplit.local",
         __doc__.split("\n\n")[0],
-        [("training", TrainConfig), ("network", SplitConfig)],
+        [("training", TrainConfig), ("network", SplitConfig), ("emulated network", LinkConfig)],
     )
 
 
 def config_from_argv(p: ConfigParser, argv: list[str] | None) -> TrainConfig:
     values = p.parse(argv)
     split = p.build(SplitConfig, values[SplitConfig])
-    return p.build(TrainConfig, values[TrainConfig], split=split)
+    link = p.build(LinkConfig, values[LinkConfig])
+    return p.build(TrainConfig, values[TrainConfig], split=split, link=link)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,8 @@ REQUIRED_PANELS = {
     "queue depth": ("raysplit_shard_queue_depth", None),
     "batch size": ("raysplit_shard_batch_size", None),
     "transitions": ("raysplit_budget_transitions", None),
+    "link time": ("raysplit_link_up_seconds", None),
+    "medium utilisation": ("raysplit_medium_utilization", None),
 }
 
 
@@ -327,6 +329,10 @@ def test_every_panel_query_returns_data_from_real_prometheus(dash, tmp_path):
                 rec.accuracy(c, min(1.0, 0.05 * step), tenant=tenant)
             rec.queue_depth(shards[0], step % 3, tenant=tenant)
             rec.shard_batch(shards[0], 1 + step % 4, tenant=tenant)
+            for c in clients:
+                rec.link(c, tenant=tenant, uplink_s=0.1, downlink_s=0.05, wire_up=1100, wire_down=550,
+                         sim_time=0.2 * step)
+            rec.medium_utilization("cell:wifi", 0.5, tenant=tenant)
             time.sleep(0.5)
             if step % 2:
                 continue

@@ -30,6 +30,12 @@ EXPECTED = {
     "raysplit_shard_queue_depth": ("gauge", ("tenant", "shard")),
     "raysplit_shard_batch_size": ("histogram", ("tenant", "shard")),
     "raysplit_budget_transitions": ("counter", ("tenant",)),
+    "raysplit_link_up_seconds": ("counter", ("tenant", "client")),
+    "raysplit_link_down_seconds": ("counter", ("tenant", "client")),
+    "raysplit_wire_bytes_up": ("counter", ("tenant", "client")),
+    "raysplit_wire_bytes_down": ("counter", ("tenant", "client")),
+    "raysplit_sim_time_seconds": ("gauge", ("tenant", "client")),
+    "raysplit_medium_utilization": ("gauge", ("tenant", "medium")),
 }
 
 _NAME_RE = re.compile(r"^raysplit_[a-z][a-z0-9_]*$")
@@ -140,6 +146,8 @@ def _exercise(rec: Recorder) -> None:
     rec.queue_depth("s0", 0, tenant="t")
     rec.shard_batch("s0", 3, tenant="t")
     rec.transition(tenant="t")
+    rec.link("c0", tenant="t", uplink_s=0.12, downlink_s=0.1, wire_up=1207, wire_down=1103, sim_time=3.5)
+    rec.medium_utilization("cell:wifi", 0.8, tenant="t")
 
 
 def test_disabled_recorder_is_a_noop(monkeypatch):
@@ -252,6 +260,9 @@ def test_metrics_reach_the_prometheus_endpoint():
                 rec.queue_depth(shard, 3, tenant="acme")
                 rec.shard_batch(shard, 2, tenant="acme")
                 rec.transition(tenant="acme")
+                rec.link(client, tenant="acme", uplink_s=0.5, downlink_s=0.25, wire_up=1207, wire_down=600,
+                         sim_time=4.0)
+                rec.medium_utilization("cell:wifi", 0.5, tenant="acme")
                 return True
 
         w = Worker.remote()

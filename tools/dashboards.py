@@ -227,6 +227,39 @@ PANELS: tuple[Panel, ...] = (
         (Target(f"sum({sel('raysplit_budget_transitions', by_client=False)})", "transitions"),),
         unit="none", decimals=0, min=0,
     ),
+    # --- emulated network (raysplit.link) ----------------------------------------
+    Panel(
+        "Link time per client",
+        "Seconds per second each client spends on the emulated link, up and down (simulated "
+        "seconds in virtual mode: how much of its emulated time goes to the network).",
+        (
+            Target(f"sum by (client) ({_rate('raysplit_link_up_seconds')})", "up {{client}}"),
+            Target(f"sum by (client) ({_rate('raysplit_link_down_seconds')})", "down {{client}}"),
+        ),
+        unit="s",
+    ),
+    Panel(
+        "Medium utilisation",
+        "Share of each shared medium's capacity (cells, shard backhauls) carried over the last "
+        "interval.",
+        (Target(f"max by (medium) ({sel('raysplit_medium_utilization', by_client=False)})", "{{medium}}"),),
+        unit="percentunit", min=0, max=1,
+    ),
+    Panel(
+        "Wire bytes rate per client",
+        "Bytes/s on the emulated wire (payload, headers, retransmissions), up and down.",
+        (
+            Target(f"sum by (client) ({_rate('raysplit_wire_bytes_up')})", "up {{client}}"),
+            Target(f"sum by (client) ({_rate('raysplit_wire_bytes_down')})", "down {{client}}"),
+        ),
+        unit="Bps",
+    ),
+    Panel(
+        "Emulated clock per client",
+        "Each client's emulated clock (simulated seconds in virtual mode).",
+        (Target(f"max by (client) ({sel('raysplit_sim_time_seconds')})", "{{client}}"),),
+        unit="s",
+    ),
     # --- server shards -----------------------------------------------------------
     Panel(
         "Shard queue depth",

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from raysplit.config.cli import option
+from raysplit.config.link import LinkConfig
 from raysplit.config.split import SplitConfig
 from raysplit.data import DATASETS
 from raysplit.training.methods import METHODS, check_budgets, check_network, get_method
@@ -24,6 +25,7 @@ class TrainConfig:
         method: none (no module) | fixed (one budget) | deprune (budgets ascending) | prune (budgets
             descending, one saved model per budget).
         split: the network (see SplitConfig).
+        link: the emulated network between clients and shards (see LinkConfig; none by default).
         dataset: the data set (``raysplit.data.DATASETS``).
         data_dir: data set folder (default: $RAYSPLIT_DATA, then the system folder).
         image_size: square image side in px (default: the data set's, raised to the smallest the model
@@ -55,6 +57,7 @@ class TrainConfig:
 
     method: str = field(default="deprune", metadata=option(choices=lambda: tuple(METHODS)))
     split: SplitConfig = field(default_factory=SplitConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
     dataset: str = field(default="fashion-mnist", metadata=option(choices=lambda: tuple(DATASETS)))
     data_dir: str | None = field(default=None, metadata=option(none_word="default"))
     image_size: int | None = field(default=None, metadata=option(none_word="auto"))

@@ -126,6 +126,37 @@ METRICS: tuple[MetricSpec, ...] = (
         "Budget schedule transitions.",
         ("tenant",),
     ),
+    # The emulated network (raysplit.link): seconds are simulated in virtual mode, wall in realtime.
+    MetricSpec(
+        "raysplit_link_up_seconds", "counter",
+        "Seconds a client's activations spent on the emulated uplink (sharing, latency, retransmissions).",
+        ("tenant", "client"),
+    ),
+    MetricSpec(
+        "raysplit_link_down_seconds", "counter",
+        "Seconds a client's gradients spent on the emulated downlink.",
+        ("tenant", "client"),
+    ),
+    MetricSpec(
+        "raysplit_wire_bytes_up", "counter",
+        "Bytes on the emulated uplink: payload, per-packet headers and retransmissions.",
+        ("tenant", "client"),
+    ),
+    MetricSpec(
+        "raysplit_wire_bytes_down", "counter",
+        "Bytes on the emulated downlink: payload, per-packet headers and retransmissions.",
+        ("tenant", "client"),
+    ),
+    MetricSpec(
+        "raysplit_sim_time_seconds", "gauge",
+        "A client's emulated clock at its last step.",
+        ("tenant", "client"),
+    ),
+    MetricSpec(
+        "raysplit_medium_utilization", "gauge",
+        "Share of a shared medium's capacity (a cell, a shard's backhaul) carried over the last interval (0-1).",
+        ("tenant", "medium"),
+    ),
 )
 
 _BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
@@ -290,6 +321,23 @@ class Recorder:
         if not self.enabled:
             return
         self._inc("raysplit_budget_transitions", 1, {"tenant": str(tenant)})
+
+    def link(self, client: str, *, tenant: str, uplink_s: float, downlink_s: float, wire_up: int, wire_down: int,
+             sim_time: float) -> None:
+        """One step on the emulated network: link time and wire bytes each way, the clock."""
+        if not self.enabled:
+            return
+        tags = {"tenant": str(tenant), "client": str(client)}
+        self._inc("raysplit_link_up_seconds", uplink_s, tags)
+        self._inc("raysplit_link_down_seconds", downlink_s, tags)
+        self._inc("raysplit_wire_bytes_up", wire_up, tags)
+        self._inc("raysplit_wire_bytes_down", wire_down, tags)
+        self._set("raysplit_sim_time_seconds", sim_time, tags)
+
+    def medium_utilization(self, medium: str, value: float, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._set("raysplit_medium_utilization", value, {"tenant": str(tenant), "medium": str(medium)})
 
 
 def _number(value: Any) -> float | int:

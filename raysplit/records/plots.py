@@ -1,10 +1,11 @@
-"""The run directory's two plots.
+"""The run directory's plots.
 
 ``accuracy.png``: test accuracy per epoch (integer epochs, numbered from 1), with each
 budget transition marked. ``bytes.png``: cumulative training traffic over wall time in
 two panels, activations up and gradients down, each on its own axis: at a budget of
 4/128 both are small and nearly equal, and on one axis the two curves sat on top of
-each other.
+each other. With an emulated link also ``accuracy_time.png`` (accuracy vs the emulated
+clock) and ``bytes_clients.png`` (each client's cumulative wire bytes vs its clock).
 """
 
 from __future__ import annotations
@@ -72,6 +73,55 @@ def plot_bytes(path: Path, steps: Sequence[StepRow]):
     return up_ax, down_ax
 
 
+def plot_accuracy_time(path: Path, epochs: Sequence[EpochRow]):
+    """Test accuracy vs the emulated clock at each epoch's end (runs with a link)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r.sim_time for r in epochs], [100 * r.test_accuracy for r in epochs], marker="o")
+    for r in epochs:
+        ax.annotate(f"B={r.budget}", (r.sim_time, 100 * r.test_accuracy), fontsize=7, textcoords="offset points",
+                    xytext=(3, -10))
+    ax.set_xlabel("emulated time (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs emulated time", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return ax
+
+
+def plot_client_bytes(path: Path, steps: Sequence[StepRow]):
+    """Each client's cumulative bytes (up + down, on the wire) vs its clock: emulated when
+    the run has a link, wall time otherwise."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    emulated = any(r.sim_time == r.sim_time for r in steps)
+    by: dict[int, list] = {}
+    for r in steps:
+        by.setdefault(r.client, []).append(r)
+    for c in sorted(by):
+        rows = sorted(by[c], key=lambda r: (r.sim_time if emulated else r.time))
+        total, xs, ys = 0, [], []
+        for r in rows:
+            total += r.wire_bytes_up + r.wire_bytes_down
+            xs.append(r.sim_time if emulated else r.time)
+            ys.append(total / 1e6)
+        ax.plot(xs, ys, lw=1, label=f"client {c}")
+    ax.set_xlabel("emulated time (s)" if emulated else "wall time since start (s)")
+    ax.set_ylabel("cumulative MB on the wire (up + down)")
+    if len(by) <= 16:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return ax
+
+
 def plot_run(out: Path, epochs: Sequence[EpochRow], steps: Sequence[StepRow]) -> None:
     plot_accuracy(Path(out) / "accuracy.png", epochs)
     plot_bytes(Path(out) / "bytes.png", steps)
+    if any(r.sim_time == r.sim_time for r in epochs):
+        plot_accuracy_time(Path(out) / "accuracy_time.png", epochs)
+        plot_client_bytes(Path(out) / "bytes_clients.png", steps)

@@ -9,6 +9,7 @@ live client has evaluated that epoch. The Parquet schema is derived from these c
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -40,6 +41,13 @@ class StepRow:
         server_s: of which the server's (merged) step: decode, forward, backward, encode.
         backward_s: client decode + backward + optimizer step.
         merged: micro-batches in the server step.
+        compute_s ... wire_bytes_down: the emulated network's view of the step
+            (``raysplit.link.timing.LinkTiming``): client compute, uplink, server and
+            downlink time and the client's clock at the step's end (simulated in virtual
+            mode, wall in realtime), its link capacity when each transfer began (Mbit/s),
+            bytes on the wire with headers and retransmissions. Without a link: compute_s =
+            forward_s + backward_s, uplink_s = sim_server_s = downlink_s = 0, sim_time and the
+            capacities NaN, wire bytes = bytes_up / bytes_down.
     """
 
     run: str
@@ -66,6 +74,24 @@ class StepRow:
     server_s: float
     backward_s: float
     merged: int
+    compute_s: float = math.nan
+    uplink_s: float = 0.0
+    sim_server_s: float = 0.0
+    downlink_s: float = 0.0
+    sim_time: float = math.nan
+    link_up_mbps: float = math.nan
+    link_down_mbps: float = math.nan
+    wire_bytes_up: int = -1
+    wire_bytes_down: int = -1
+
+    def __post_init__(self) -> None:
+        # Built without link columns: their neutral values (see Args).
+        if math.isnan(self.compute_s):
+            object.__setattr__(self, "compute_s", self.forward_s + self.backward_s)
+        if self.wire_bytes_up < 0:
+            object.__setattr__(self, "wire_bytes_up", self.bytes_up)
+        if self.wire_bytes_down < 0:
+            object.__setattr__(self, "wire_bytes_down", self.bytes_down)
 
 
 @dataclass(frozen=True)
@@ -108,6 +134,7 @@ class EpochRow:
         samples, steps: training samples and steps.
         clients: clients that trained in it.
         time: seconds since the run started, when its last evaluation ended.
+        sim_time: the latest emulated clock of the epoch's steps (NaN without a link).
     """
 
     epoch: int
@@ -123,6 +150,7 @@ class EpochRow:
     steps: int
     clients: int
     time: float
+    sim_time: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -145,6 +173,12 @@ class Summary:
         final_filter: the filter f of client 0 at the end (None without the module).
         clients ... mean_merged_microbatches: the cluster's shape and behaviour (None for a local run).
         placement: where the actors ran (``raysplit.runtime.nodes.where``; None for a local run).
+        sim_seconds: the emulated clock at the end of training: the latest client's (None without a
+            link).
+        time_to_accuracy: when the test accuracy first reached target_accuracy, on the emulated clock
+            with a link, else on the wall clock since the start (None: not reached, or no target).
+        target_accuracy: the --target-accuracy asked for.
+        link_mode, links: the emulated network (None without one): its mode and one line per link.
     """
 
     run: str
@@ -186,6 +220,11 @@ class Summary:
     failed_clients: dict[str, str] = field(default_factory=dict)
     mean_merged_microbatches: float | None = None
     placement: dict | None = None
+    sim_seconds: float | None = None
+    time_to_accuracy: float | None = None
+    target_accuracy: float | None = None
+    link_mode: str | None = None
+    links: list[str] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

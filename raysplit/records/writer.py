@@ -9,6 +9,8 @@
     models/budget_<B>.pt one loadable model per budget (methods that save them)
     checkpoints/epoch_<e>/state.pt   full state every --checkpoint-every epochs
     summary.json, accuracy.png, bytes.png   at the end
+    accuracy_time.png, bytes_clients.png   with an emulated link: accuracy vs the emulated
+                         clock, and each client's cumulative bytes vs time
     report.html          the run report (raysplit.report), last
 
 The same writer serves the local trainer (called directly) and the cluster (the driver
@@ -125,7 +127,8 @@ class RunWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         for name in (*TABLES, "models", "checkpoints"):
             shutil.rmtree(self.out / name, ignore_errors=True)
-        for name in ("summary.json", "accuracy.png", "bytes.png", "report.html"):
+        for name in ("summary.json", "accuracy.png", "bytes.png", "accuracy_time.png", "bytes_clients.png",
+                     "report.html"):
             (self.out / name).unlink(missing_ok=True)
         (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         self.split, self.method = split, method
@@ -148,6 +151,7 @@ class RunWriter:
         self.checkpoints: list[str] = []
         self.failed: dict[int, str] = {}
         self.totals = {"bytes_up": 0, "bytes_down": 0, "samples": 0, "steps": 0}
+        self.sim_end = math.nan  # the latest emulated clock of any step
 
     # -- input ------------------------------------------------------------------
     def put(self, items: Iterable[Any]) -> None:
@@ -190,6 +194,9 @@ class RunWriter:
             acc["bytes_up"] += r.bytes_up
             acc["bytes_down"] += r.bytes_down
             acc["steps"] += 1
+            if r.sim_time == r.sim_time:  # emulated link: the epoch ends at its latest clock
+                acc["sim_time"] = max(acc.get("sim_time", -math.inf), r.sim_time)
+                self.sim_end = r.sim_time if self.sim_end != self.sim_end else max(self.sim_end, r.sim_time)
             self._clients[r.epoch].add(r.client)
             self.totals["bytes_up"] += r.bytes_up
             self.totals["bytes_down"] += r.bytes_down
@@ -237,6 +244,7 @@ class RunWriter:
             steps=int(acc.get("steps", 0)),
             clients=len(self._clients.pop(epoch, set())),
             time=max(r.time for r in evals),
+            sim_time=float(acc.get("sim_time", math.nan)),
         )
         del self._evals[epoch]
         self.epoch_rows.append(row)
@@ -244,6 +252,22 @@ class RunWriter:
         self.flush()
         for cb in self.callbacks:
             cb.on_epoch(row)
+
+    # -- what the summary reads ----------------------------------------------------
+    @property
+    def sim_seconds(self) -> float | None:
+        """The emulated clock at the end of training (None without a link)."""
+        return None if self.sim_end != self.sim_end else float(self.sim_end)
+
+    def time_to_accuracy(self, target: float | None) -> float | None:
+        """When the test accuracy first reached ``target``: the epoch's emulated clock with
+        a link, else its wall time since the start (None: no target, or never reached)."""
+        if target is None:
+            return None
+        for e in self.epoch_rows:
+            if e.test_accuracy >= target:
+                return float(e.sim_time if e.sim_time == e.sim_time else e.time)
+        return None
 
     # -- files ------------------------------------------------------------------
     def _save_model(self, snap: ModelSnapshot) -> None:

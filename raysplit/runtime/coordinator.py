@@ -10,7 +10,9 @@ its one server directly):
   (pure numpy) is ready to be loaded before the evaluation (SplitFed);
 * ``SaveModel`` / ``SaveCheckpoint``: every live client handed in the state a save asked
   for: fetch the server side and write;
-* ``Record``: events (transitions, barriers, failures) for the run directory.
+* ``Record``: events (transitions, barriers, failures) for the run directory;
+* ``AlignClocks``: a barrier passed with emulated clocks: its clients resume at the
+  latest of them (the emulated network's medium is told, and their next directives say).
 
 The coordinator also decorates the policy's directives: sequence numbers, what an
 evaluation must collect (a model at a phase end with ``save_on_exit``, a checkpoint every
@@ -74,6 +76,14 @@ class Record:
 
 
 @dataclass(frozen=True)
+class AlignClocks:
+    """The clients of a barrier resume at emulated time ``time``."""
+
+    clients: tuple[int, ...]
+    time: float
+
+
+@dataclass(frozen=True)
 class ClientFailed:
     """A client was dropped (an event for the run directory and callbacks)."""
 
@@ -81,7 +91,7 @@ class ClientFailed:
     error: str
 
 
-Action = SyncShards | ShareAverage | SaveModel | SaveCheckpoint | Record
+Action = SyncShards | ShareAverage | SaveModel | SaveCheckpoint | Record | AlignClocks
 
 
 class Coordinator:
@@ -107,6 +117,8 @@ class Coordinator:
         self.model_heads: dict[int, dict[int, Any]] = {}  # epoch -> client -> head (saving)
         self.ckpt: dict[int, dict[int, Any]] = {}         # epoch -> client -> full state
         self.transitions: list[Transition] = []
+        self.clock: dict[int, float] = {}   # client -> emulated clock at its last report
+        self.resume: dict[int, float] = {}  # client -> emulated time of the last barrier it passed
 
     # -- a client reports -------------------------------------------------------
     def report(self, client: int, report: Report | None) -> list[Action]:
@@ -115,6 +127,8 @@ class Coordinator:
         obs = report.obs
         if obs.client != client:
             raise ValueError(f"client {client} sent a report of client {obs.client}")
+        if obs.sim_time == obs.sim_time:  # not NaN: the run emulates a network
+            self.clock[client] = obs.sim_time
         state = report.state or {}
         if obs.kind == AGGREGATE:
             self.heads.setdefault(obs.epoch, {})[client] = state["modules"]
@@ -137,6 +151,10 @@ class Coordinator:
     def _handle(self, events: list[Event]) -> list[Action]:
         actions: list[Action] = []
         for ev in events:
+            if isinstance(ev, Barrier) and any(c in self.clock for c in ev.clients):
+                t = max(self.clock.get(c, 0.0) for c in ev.clients)  # they all waited for the last
+                self.resume.update(dict.fromkeys(ev.clients, t))
+                actions.append(AlignClocks(tuple(ev.clients), t))
             if isinstance(ev, Transition):
                 self.transitions.append(ev)
                 who = "all clients" if ev.client is None else f"client {ev.client}"
@@ -178,7 +196,7 @@ class Coordinator:
         if d is WAIT or d.kind == DONE:
             return d
         self.seq[client] += 1
-        extra: dict[str, Any] = {"seq": self.seq[client]}
+        extra: dict[str, Any] = {"seq": self.seq[client], "resume_at": self.resume.get(client)}
         if d.kind == EVALUATE:
             phase = self.plan.phase_at(d.epoch)
             collect = []
@@ -193,7 +211,8 @@ class Coordinator:
     # -- state --------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "seq": dict(self.seq), "live": sorted(self.live),
-                "failed": dict(self.failed), "transitions": [t.__dict__ for t in self.transitions]}
+                "failed": dict(self.failed), "transitions": [t.__dict__ for t in self.transitions],
+                "clock": dict(self.clock), "resume": dict(self.resume)}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -201,3 +220,5 @@ class Coordinator:
         self.live = set(state["live"])
         self.failed = {int(c): e for c, e in state["failed"].items()}
         self.transitions = [Transition(**t) for t in state["transitions"]]
+        self.clock = {int(c): float(t) for c, t in state.get("clock", {}).items()}
+        self.resume = {int(c): float(t) for c, t in state.get("resume", {}).items()}

@@ -25,6 +25,7 @@ from typing import Any, Callable, ContextManager, Protocol
 from raysplit.budget.policies import AGGREGATE, DONE, EVALUATE, TRAIN, Directive, Observation
 from raysplit.data import ArrayDataset, batches
 from raysplit.identity import Identity
+from raysplit.link.timing import LinkTiming
 from raysplit.records.rows import EvalRow, StepRow
 from raysplit.training.client import SplitClient
 from raysplit.training.methods import Plan
@@ -169,14 +170,17 @@ class ClientLoop:
                 if d.kind == DONE:
                     break
                 self.seq = d.seq
+                self.transport.align(d.resume_at)  # a barrier aligns the emulated clocks
                 if d.kind == TRAIN:
                     report = self.train_segment(d)
                 elif d.kind == AGGREGATE:
-                    report = Report(Observation(self.id, AGGREGATE, d.epoch), {"modules": self.client.modules_state()})
+                    report = Report(Observation(self.id, AGGREGATE, d.epoch, sim_time=self.transport.sim_clock()),
+                                    {"modules": self.client.modules_state()})
                 elif d.kind == EVALUATE:
                     report = self.evaluate_epoch(d)
         finally:
             self._put(force=True)
+            self.transport.close()
         f = self.client.filter_values()
         return ClientResult(self.id, self.client.step, self.samples, None if f is None else [float(v) for v in f])
 
@@ -193,14 +197,17 @@ class ClientLoop:
         start, stop = d.steps
         it = batches(self.train, self.batch_size, shuffle=True, seed=self.seed, epoch=d.epoch,
                      max_batches=stop, start=start)  # the policy's steps are within the epoch
-        t_seg = time.perf_counter()
+        t_seg, sim0 = time.perf_counter(), self.transport.sim_clock()
         lat, n, loss_sum, up, down = [], 0, 0.0, 0, 0
+        link = dict.fromkeys(("compute_s", "uplink_s", "downlink_s", "latency_s", "wire_bytes_up", "wire_bytes_down"), 0)
         self.epoch = d.epoch
         for i, (x, y) in enumerate(it, start=start):
             t = time.perf_counter()
             ex, reg, times = train_step(c, self.transport, x, y, lr=d.lr, phase=d.phase, compute=cap.compute)
-            cap.pace()
+            slept = cap.pace()
             latency = time.perf_counter() - t
+            lt = self.transport.settle(times, len(y), slept) or LinkTiming.neutral(
+                times["forward_s"] + times["backward_s"], ex.bytes_up, ex.bytes_down)
             res = ex.reply.result
             row = StepRow(
                 run=self.identity.run, tenant=self.identity.tenant, client=self.id, shard=self.shard,
@@ -208,24 +215,32 @@ class ClientLoop:
                 samples=len(y), bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, loss=res.loss,
                 prune_loss=reg.get("prune", 0.0), correct=res.correct, time=time.time() - self.t0,
                 latency=latency, queue_s=ex.reply.queue_s, server_s=res.compute_s, merged=res.merged, **times,
+                **lt.columns(),
             )
             self._rows.append(row)
             if self.metrics is not None:
                 self.metrics.step(str(self.id), tenant=self.identity.tenant, bytes_up=ex.bytes_up,
                                   bytes_down=ex.bytes_down, samples=len(y), latency_s=latency, loss=res.loss)
+                if lt.sim_time == lt.sim_time:  # an emulated link
+                    self.metrics.link(str(self.id), tenant=self.identity.tenant, uplink_s=lt.uplink_s,
+                                      downlink_s=lt.downlink_s, wire_up=lt.wire_bytes_up,
+                                      wire_down=lt.wire_bytes_down, sim_time=lt.sim_time)
             self.batch = i + 1
             lat.append(latency)
             n += len(y)
             loss_sum += res.loss * len(y)
             up += ex.bytes_up
             down += ex.bytes_down
+            for k in link:
+                link[k] += getattr(lt, k)
             self._put()
         self.samples += n
         self._put(force=True)
         obs = Observation(
             self.id, TRAIN, d.epoch, steps=len(lat), samples=n, seconds=time.perf_counter() - t_seg,
             step_seconds=statistics.median(lat) if lat else float("nan"), bytes_up=up, bytes_down=down,
-            loss=loss_sum / n if n else float("nan"),
+            loss=loss_sum / n if n else float("nan"), sim_time=self.transport.sim_clock(),
+            sim_seconds=self.transport.sim_clock() - sim0, **link,
         )
         return Report(obs)
 
@@ -257,7 +272,7 @@ class ClientLoop:
         if "checkpoint" in d.collect:
             state["checkpoint"] = self.state_dict()
         obs = Observation(self.id, EVALUATE, d.epoch, seconds=row.seconds, bytes_up=nbytes, correct=correct,
-                          total=total)
+                          total=total, sim_time=self.transport.sim_clock())
         return Report(obs, state or None)
 
     # -- records ----------------------------------------------------------------
@@ -272,13 +287,18 @@ class ClientLoop:
     def state_dict(self) -> dict:
         """The client's full state and where it is in the data: the epoch of the last
         directive, the next batch of it, the directive's sequence number."""
-        return {"client": self.client.state_dict(), "epoch": self.epoch, "batch": self.batch, "seq": self.seq,
-                "samples": self.samples}
+        state = {"client": self.client.state_dict(), "epoch": self.epoch, "batch": self.batch, "seq": self.seq,
+                 "samples": self.samples}
+        if hasattr(self.transport, "state_dict"):  # an emulated link's clock
+            state["transport"] = self.transport.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.client.load_state_dict(state["client"])
         self.epoch, self.batch, self.seq = int(state["epoch"]), int(state["batch"]), int(state["seq"])
         self.samples = int(state["samples"])
+        if "transport" in state and hasattr(self.transport, "load_state_dict"):
+            self.transport.load_state_dict(state["transport"])
 
 
 def _resolve(value: Any) -> Any:

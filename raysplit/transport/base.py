@@ -77,6 +77,23 @@ class Transport(ABC):
         pred = self.predict(up)
         return Inference(pred, len(up), time.perf_counter() - t)
 
+    # An emulated network (``transport.emulated``) overrides these four; a plain
+    # transport has no link, so no clock and nothing to settle.
+    def settle(self, times: dict, samples: int, slept: float = 0.0):
+        """The link cost of the step just done (a ``raysplit.link.timing.LinkTiming``), or
+        None without an emulated link."""
+        return None
+
+    def sim_clock(self) -> float:
+        """This client's emulated clock (NaN without a link)."""
+        return float("nan")
+
+    def align(self, t: float | None) -> None:
+        """A barrier of the schedule passed at emulated time ``t``."""
+
+    def close(self) -> None:
+        """The client is done with this transport."""
+
     @abstractmethod
     def round_trip(self, up: bytes, *, lr: float, phase: int) -> Reply:
         """Deliver a training message; the server steps with ``lr`` in ``phase``."""

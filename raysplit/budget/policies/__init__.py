@@ -30,10 +30,11 @@ POLICIES: dict[str, type] = {"sync": SyncPolicy, "async": AsyncPolicy}
 
 
 def make_policy(name: str, plan, steps_per_epoch: dict[int, int], *, segment_steps: int = 0,
-                aggregate: bool = False) -> BudgetPolicy:
+                aggregate: bool = False, options: dict | None = None) -> BudgetPolicy:
+    """``options``: {policy name: keyword arguments}; only the chosen policy's are passed."""
     if name not in POLICIES:
         raise ValueError(f"unknown scheduling policy {name!r}; choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](plan, dict(steps_per_epoch), segment_steps, aggregate)
+    return POLICIES[name](plan, dict(steps_per_epoch), segment_steps, aggregate, **(options or {}).get(name, {}))
 
 
 __all__ = [

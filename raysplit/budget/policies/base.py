@@ -57,6 +57,8 @@ class Directive:
         collect: states the report after an evaluate must carry: "model" (the trained
             modules, to save) and/or "checkpoint" (everything, to resume from).
         load_state: averaged module state to load before evaluating (SplitFed).
+        resume_at: the emulated time the client resumes at after a barrier (the latest of the
+            clocks of the clients that met there); None without a barrier or a link.
     """
 
     kind: str
@@ -70,6 +72,7 @@ class Directive:
     seq: int = 0
     collect: tuple[str, ...] = ()
     load_state: Any = None
+    resume_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -94,6 +97,11 @@ class Observation:
         bytes_up, bytes_down: bytes that crossed (train and evaluate).
         loss: mean task loss over its samples (train).
         correct, total: test predictions right / made (evaluate).
+        sim_time: the client's emulated clock when it reported (NaN without a link).
+        sim_seconds: emulated seconds of the directive's steps (train).
+        compute_s, uplink_s, downlink_s, latency_s: of which client compute, uplink, downlink, and
+            the propagation / retransmission-feedback part of the transfers (train; see LinkTiming).
+        wire_bytes_up, wire_bytes_down: bytes on the emulated wire (train).
     """
 
     client: int
@@ -108,6 +116,14 @@ class Observation:
     loss: float = math.nan
     correct: int = 0
     total: int = 0
+    sim_time: float = math.nan
+    sim_seconds: float = 0.0
+    compute_s: float = 0.0
+    uplink_s: float = 0.0
+    downlink_s: float = 0.0
+    latency_s: float = 0.0
+    wire_bytes_up: int = 0
+    wire_bytes_down: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from raysplit.identity import Identity
 from raysplit.observability.metrics import Recorder
 from raysplit.records.writer import CheckpointSnapshot, ModelSnapshot
 from raysplit.runtime.coordinator import (
+    AlignClocks,
     Coordinator,
     Record,
     SaveCheckpoint,
@@ -43,12 +44,19 @@ class Scheduler:
     shard_sync: "average" (through this actor) or "allreduce" (inside the shards).
     buffer: the record buffer actor (events and snapshots for the run directory).
     segment_steps, aggregate, checkpoint_every: see ``make_policy`` and ``Coordinator``.
+    clocks: the emulated network's medium actor (None without a link): told when a client
+        waits at a barrier, when a barrier passes, and when a client is dropped, so that
+        simulated time only moves on when no client can still act before it.
+    policy_options: {policy name: keyword arguments} for ``make_policy``.
     """
 
     def __init__(self, policy: str, plan: Plan, steps_per_epoch: dict[int, int], weights: dict[int, float],
                  identity: Identity, shards: list, shard_sync: str, buffer, *, segment_steps: int = 0,
-                 aggregate: bool = False, checkpoint_every: int = 0) -> None:
-        p = make_policy(policy, plan, steps_per_epoch, segment_steps=segment_steps, aggregate=aggregate)
+                 aggregate: bool = False, checkpoint_every: int = 0, clocks=None,
+                 policy_options: dict | None = None) -> None:
+        p = make_policy(policy, plan, steps_per_epoch, segment_steps=segment_steps, aggregate=aggregate,
+                        options=policy_options)
+        self.clocks = clocks
         self.core = Coordinator(p, plan, weights, shards=len(shards), checkpoint_every=checkpoint_every)
         self.identity = identity
         self.shards, self.shard_sync, self.buffer = shards, shard_sync, buffer
@@ -61,14 +69,23 @@ class Scheduler:
 
     async def next(self, client: int, report: Report | None) -> Directive:
         await self._perform(self.core.report(client, report))
+        held = False
         async with self.cond:
             while True:
-                d = WAIT if self.busy else self.core.decide(client)
+                if self.busy:
+                    d = WAIT
+                else:
+                    d = self.core.decide(client)
+                    if d is WAIT and not held and self.clocks is not None:  # at a barrier of the policy
+                        held = True
+                        await self.clocks.hold.remote(client)
                 if d is not WAIT:
                     return d
                 await self.cond.wait()
 
     async def drop(self, client: int, error: str) -> None:
+        if self.clocks is not None:
+            await self.clocks.retire.remote(client)
         await self._perform(self.core.drop(client, error))
 
     async def finish(self) -> dict:
@@ -109,6 +126,9 @@ class Scheduler:
             shards = await asyncio.gather(*[s.state_dict.remote() for s in self.shards])
             snap = CheckpointSnapshot(a.epoch, a.clients, list(shards), self.core.state_dict())
             self.buffer.put.remote([snap])
+        elif isinstance(a, AlignClocks):
+            if self.clocks is not None:
+                await self.clocks.release.remote(list(a.clients), a.time)
         elif isinstance(a, Record):
             for item in a.items:
                 if hasattr(item, "to_budget"):
