@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from raysplit.config import ClusterConfig, SplitConfig, TrainConfig  # noqa: E402
+from raysplit.budget.policies import AdaptiveConfig  # noqa: E402
+from raysplit.config import ClusterConfig, LinkConfig, SplitConfig, TrainConfig  # noqa: E402
 from raysplit.config.cli import ConfigParser  # noqa: E402
 from raysplit.records.summary import format_summary  # noqa: E402
 
@@ -31,7 +32,8 @@ def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, def
     p = ConfigParser(
         prog,
         description or __doc__.split("\n\n")[0],
-        [("training", TrainConfig), ("network", SplitConfig), ("cluster", ClusterConfig), *sections],
+        [("training", TrainConfig), ("network", SplitConfig), ("cluster", ClusterConfig),
+         ("emulated network", LinkConfig), ("adaptive budgets", AdaptiveConfig), *sections],
         defaults=defaults,
     )
     p.parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
@@ -41,8 +43,10 @@ def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, def
 def config_from_argv(p: ConfigParser, argv: list[str] | None) -> ClusterConfig:
     values = p.parse(argv)
     split = p.build(SplitConfig, values[SplitConfig])
-    train = p.build(TrainConfig, values[TrainConfig], split=split)
-    return p.build(ClusterConfig, values[ClusterConfig], train=train)
+    link = p.build(LinkConfig, values[LinkConfig])
+    train = p.build(TrainConfig, values[TrainConfig], split=split, link=link)
+    adaptive = p.build(AdaptiveConfig, values[AdaptiveConfig])
+    return p.build(ClusterConfig, values[ClusterConfig], train=train, adaptive=adaptive)
 
 
 def on_ray(p: ConfigParser, fn):

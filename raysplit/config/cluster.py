@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from raysplit.budget.policies import POLICIES
+from raysplit.budget.policies import POLICIES, AdaptiveConfig
 from raysplit.config.cli import option
 from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
@@ -43,7 +43,9 @@ class ClusterConfig:
         mode: independent (own head per client) or splitfed (heads averaged every epoch, weighted by
             samples).
         policy: how clients move through the budget schedule (``raysplit.budget.policies``): sync (all
-            together, epoch by epoch) or async (each at its own pace).
+            together, epoch by epoch), async (each at its own pace) or adaptive (each client's budget set
+            from its emulated link against a step-time target or deadline: see AdaptiveConfig).
+        adaptive: the adaptive policy's targets (--target-step-s, --deadline-s, ...).
         shard_sync: how tail replicas are kept equal: average (parameters averaged through the
             scheduler) or allreduce (torch.distributed inside the shards: gloo on CPU, nccl on GPU).
         sync_every: also sync the replicas every this many steps per client (0 = at epoch ends).
@@ -77,6 +79,7 @@ class ClusterConfig:
     clients_per_actor: int | str = field(default="auto", metadata=option(words=("auto",)))
     mode: str = field(default="independent", metadata=option(choices=MODES))
     policy: str = field(default="sync", metadata=option(choices=lambda: tuple(POLICIES)))
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     shard_sync: str = field(default="average", metadata=option(choices=SHARD_SYNC))
     sync_every: int = 0
     partition: str = field(default="iid", metadata=option(choices=PARTITIONS))
@@ -129,10 +132,21 @@ class ClusterConfig:
             raise ValueError(f"shard_threads must be >= 1, got {self.shard_threads}")
         if self.fail_client is not None:
             object.__setattr__(self, "fail_client", tuple(int(v) for v in self.fail_client))
-        if self.policy != "sync" and self.mode == "splitfed":
+        if self.policy == "adaptive":
+            if self.mode == "splitfed" and self.adaptive.adaptive_base != "sync":
+                raise ValueError("mode 'splitfed' with policy 'adaptive' needs --adaptive-base sync")
+            if not self.train.link.enabled:
+                raise ValueError("policy 'adaptive' sets budgets from the emulated link: give --link (or --devices)")
+            if not (self.adaptive.target_step_s or self.adaptive.deadline_s):
+                raise ValueError("policy 'adaptive' needs a target: --target-step-s SECONDS or --deadline-s SECONDS")
+        elif self.policy != "sync" and self.mode == "splitfed":
             raise ValueError("mode 'splitfed' averages heads at common epoch ends: it needs policy 'sync'")
         if self.policy != "sync" and self.sync_every:
             raise ValueError("sync_every syncs replicas at common step counts: it needs policy 'sync'")
+
+    def policy_options(self) -> dict:
+        """{policy name: its keyword options} for ``make_policy``."""
+        return {"adaptive": {"config": self.adaptive}}
 
     def replace(self, **changes) -> "ClusterConfig":
         return dataclasses.replace(self, **changes)

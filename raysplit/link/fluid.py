@@ -223,9 +223,11 @@ class FluidNetwork:
             t = min(t, self.resources[r].next_change(self.now))
         return t
 
-    def advance(self, until: float) -> list[Job]:
+    def advance(self, until: float, *, stop_at_finish: bool = False) -> list[Job]:
         """Settle every event up to ``until`` (inf: until nothing is left) and move the
-        flows to it; returns the jobs that finished, in order of their end."""
+        flows to it; returns the jobs that finished, in order of their end. With
+        ``stop_at_finish`` it stops at the first time a job finishes (its client may act
+        again from then on, so what is safe to settle may have changed)."""
         while True:
             rates = self.allocate()
             t = self.next_event()
@@ -238,6 +240,8 @@ class FluidNetwork:
             self._move(dt, rates)
             self.now = max(self.now, t)
             self._settle(t, rates)
+            if stop_at_finish and self.finished:
+                break
         out, self.finished = self.finished, []
         out.sort(key=lambda j: (j.end, j.id))
         return out

@@ -259,13 +259,16 @@ class Medium:
         """Settle what is safe; returns the steps that ended (their clients' clocks move
         to their ends)."""
         out = []
-        for job in self.net.advance(self.safe_time()):
-            t = self._timing(job)
-            self.in_job.pop(job.client, None)
-            self.bound[job.client] = t.end
-            self.results[job.client] = t
-            out.append(t)
-        return out
+        while True:  # a client whose step ends may act again from its end on: re-check what is safe
+            ended = self.net.advance(self.safe_time(), stop_at_finish=True)
+            if not ended:
+                return out
+            for job in ended:
+                t = self._timing(job)
+                self.in_job.pop(job.client, None)
+                self.bound[job.client] = t.end
+                self.results[job.client] = t
+                out.append(t)
 
     def _timing(self, job: Job) -> StepTiming:
         pu, pd = job.tag

@@ -26,11 +26,13 @@ from raysplit.records.rows import Summary
 from raysplit.records.writer import RunWriter
 from raysplit.runtime.actors.buffer import RecordBufferActor
 from raysplit.runtime.actors.client_host import ClientActor, ClientSpec, LoopSettings
+from raysplit.runtime.actors.medium import MediumActor
 from raysplit.runtime.actors.scheduler import SchedulerActor
 from raysplit.runtime.actors.shard import ShardActor
 from raysplit.runtime import nodes
 from raysplit.runtime.placement import actor_env, malloc_mode, shard_of
 from raysplit.training.setup import prepare, test_share
+from raysplit.transport.emulated import EmulatedLink
 
 POLL_SECONDS = 0.5
 
@@ -85,31 +87,53 @@ class Cluster:
                                                        "cuda" if use_gpu else "cpu")
             for k in range(cc.shards)
         ]
+        link = cfg.link
+        self.medium = None
+        if link.enabled:  # the emulated network: one actor all transports and the scheduler talk to
+            medium = link.build_medium({c: shard_of(c, cc.shards) for c in self.ids}, split.seed)
+            self.medium = MediumActor.options(**nodes.on_driver_node()).remote(medium, link.link_mode, self.identity)
         self.scheduler = SchedulerActor.options(**nodes.on_driver_node()).remote(
             cc.policy, self.plan, self.steps_per_epoch, {c: float(n) for c, n in self.part_sizes.items()},
             self.identity, self.shards, cc.shard_sync, self.buffer, segment_steps=cc.sync_every,
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every,
+            clocks=self.medium if link.enabled and link.link_mode == "virtual" else None,
+            policy_options=cc.policy_options(),
         )
         self.client_num_cpus = layout.client_num_cpus
+        # Each client's CPU cap: its device class's, else --client-cpu (the layout hosts
+        # clients of one cap together). In virtual mode with modelled or scaled compute
+        # nothing is really capped (the clock accounts for it).
+        self.client_cpus = link.client_cpus(cc.clients, cc.client_cpu)
+        real_cap = not link.enabled or link.link_mode == "realtime" or link.sim_compute == "measured"
         settings = LoopSettings(cfg.dataset, train.num_classes, cfg.batch_size, split.seed, self.t0,
                                 cc.fail_client)
         client_split = split.replace(torch_threads=split.torch_threads or 1)
         self.clients_per_actor = layout.clients_per_actor
         self.hosts, self.host_of = [], {}
+        compute = {}  # cap -> the virtual clock's compute model
         for i, ids in enumerate(layout.hosts):
+            cap = self.client_cpus[ids[0]]
             specs = {}
             for c in ids:
                 share = test_share(len(test), cc.clients, c, cfg.evaluate)
                 s = shard_of(c, cc.shards)
+                emulated = None
+                if self.medium is not None:
+                    if cap not in compute:
+                        compute[cap] = link.compute_model(split, cap) if link.link_mode == "virtual" else None
+                    emulated = EmulatedLink(self.medium, link.link_mode, compute[cap])
                 specs[c] = ClientSpec(ray.put(train.x[parts[c]]), ray.put(train.y[parts[c]]),
-                                      ray.put(test.x[share]), ray.put(test.y[share]), self.shards[s], s)
+                                      ray.put(test.x[share]), ray.put(test.y[share]), self.shards[s], s, emulated)
             opts = nodes.actor_options(layout, "host", i, strategies)
-            host = ClientActor.options(**opts, max_concurrency=len(ids) + 4, runtime_env=env).remote(client_split, self.plan, specs, self.scheduler, self.buffer,
-                                                      self.identity, settings, cc.client_cpu, cc.cap_mechanism)
+            host = ClientActor.options(**opts, max_concurrency=len(ids) + 4, runtime_env=env).remote(
+                client_split, self.plan, specs, self.scheduler, self.buffer, self.identity, settings,
+                cap if real_cap else None, cc.cap_mechanism)
             self.hosts.append(host)
             for c in ids:
                 self.host_of[c] = host
         del train, test, prep
+        if self.medium is not None:
+            ray.get(self.medium.ready.remote())
         ready = nodes.wait_ready([*self.shards, *self.hosts], cc.placement_timeout)
         self.shard_info, self.host_info = ready[: cc.shards], ready[cc.shards :]
         if cc.shards > 1 and cc.shard_sync == "allreduce":
@@ -174,6 +198,7 @@ class Cluster:
             failed_clients={str(c): e for c, e in sorted(self.failed.items())},
             mean_merged_microbatches=float(np.mean(merges)) if merges else 0.0,
             placement=nodes.where(self.layout, self.shard_info, self.host_info),
+            **cfg.link.summary_fields(w, cc.clients),
         )
 
     def stop(self) -> None:
@@ -183,7 +208,7 @@ class Cluster:
             except Exception:  # noqa: BLE001 - a dead host has nothing to release
                 pass
             ray.kill(h)
-        for a in [*self.shards, self.scheduler, self.buffer]:
+        for a in [*self.shards, self.scheduler, self.buffer, *([self.medium] if self.medium is not None else [])]:
             ray.kill(a)
         nodes.remove_groups(getattr(self, "placement_groups", []))
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from raysplit.runtime.placement import client_num_cpus, hosting, max_client_processes, shard_of
 
@@ -201,14 +201,27 @@ def use_node_types(setting: str, inv: Inventory) -> tuple[bool, bool]:
     return inv.shard_units > 0, inv.client_units > 0
 
 
-def host_groups(clients: int, shards: int, per_host: int, by_shard: bool) -> list[tuple[int, ...]]:
+def host_groups(clients: int, shards: int, per_host: int, by_shard: bool,
+                caps: Sequence[float | None] | None = None) -> list[tuple[int, ...]]:
     """Client ids per host: contiguous runs of ``per_host``, or (``by_shard``) runs of
-    the clients of one shard each, so that every host talks to a single shard."""
+    the clients of one shard each, so that every host talks to a single shard. With
+    ``caps`` (each client's CPU cap: device classes) a run also ends where the cap
+    changes, since a host process has one cap."""
     if per_host < 1:
         raise ValueError(f"clients per host must be >= 1, got {per_host}")
     ids = list(range(clients))
     lists = [[c for c in ids if shard_of(c, shards) == k] for k in range(shards)] if by_shard else [ids]
-    return [tuple(lst[i : i + per_host]) for lst in lists for i in range(0, len(lst), per_host)]
+    out: list[tuple[int, ...]] = []
+    for lst in lists:
+        run: list[int] = []
+        for c in lst:
+            if run and (len(run) == per_host or (caps is not None and caps[c] != caps[run[0]])):
+                out.append(tuple(run))
+                run = []
+            run.append(c)
+        if run:
+            out.append(tuple(run))
+    return out
 
 
 def _clean(resources: dict) -> dict:
@@ -217,9 +230,10 @@ def _clean(resources: dict) -> dict:
 
 def plan_layout(*, clients: int, shards: int, clients_per_actor: int | str, client_cpu: float | None,
                 shard_cpus: float, shard_device: str, placement: str, node_types: str,
-                inv: Inventory) -> Layout:
+                inv: Inventory, client_caps: Sequence[float | None] | None = None) -> Layout:
     """The :class:`Layout` of a run (the arguments are the ``ClusterConfig`` fields of
-    the same names)."""
+    the same names; ``client_caps``: each client's own CPU cap, from its device class,
+    default ``client_cpu`` for all)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
     typed_shard, typed_client = use_node_types(node_types, inv)
@@ -239,13 +253,15 @@ def plan_layout(*, clients: int, shards: int, clients_per_actor: int | str, clie
                          f"{per_host} clients per process from {cpus:g} CPUs; set --clients-per-actor")
         # Shards compete for the client nodes' CPUs only on nodes that declare both.
         competing = shards if (inv.shared_cpus or not typed_shard) else 0
-        share = client_num_cpus(client_cpu, clients, cpus, shard_cpus, competing)
+        share_of = lambda cap: client_num_cpus(cap, clients, cpus, shard_cpus, competing)  # noqa: E731
     else:
         per_host = hosting(clients_per_actor, clients, inv.cpus)
-        share = client_num_cpus(client_cpu, clients, inv.cpus, shard_cpus, shards)
-    hosts = host_groups(clients, shards, per_host, by_shard=placement == "colocate")
+        share_of = lambda cap: client_num_cpus(cap, clients, inv.cpus, shard_cpus, shards)  # noqa: E731
+    share = share_of(client_cpu)
+    caps = list(client_caps) if client_caps is not None else [client_cpu] * clients
+    hosts = host_groups(clients, shards, per_host, by_shard=placement == "colocate", caps=caps)
     shard_res = _clean({"CPU": shard_cpus, "GPU": 1 if use_gpu else 0, SHARD: 1 if typed_shard else 0})
-    host_res = tuple(_clean({"CPU": share * len(h), CLIENT: 1 if typed_client else 0}) for h in hosts)
+    host_res = tuple(_clean({"CPU": share_of(caps[h[0]]) * len(h), CLIENT: 1 if typed_client else 0}) for h in hosts)
     if node_types == "auto" and not inv.autoscaler:  # a fixed cluster: say now what can never be placed
         for what, n, units, typed in ((SHARD, shards, inv.shard_units, typed_shard),
                                       (CLIENT, len(hosts), inv.client_units, typed_client)):
@@ -288,7 +304,8 @@ def layout_for(cc: Any, inv: Inventory) -> Layout:
     """:func:`plan_layout` for a ``ClusterConfig``."""
     return plan_layout(clients=cc.clients, shards=cc.shards, clients_per_actor=cc.clients_per_actor,
                        client_cpu=cc.client_cpu, shard_cpus=cc.shard_cpus, shard_device=cc.shard_device,
-                       placement=cc.placement, node_types=cc.node_types, inv=inv)
+                       placement=cc.placement, node_types=cc.node_types, inv=inv,
+                       client_caps=cc.train.link.client_cpus(cc.clients, cc.client_cpu))
 
 
 # -- on a running cluster --------------------------------------------------------------

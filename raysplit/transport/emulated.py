@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -114,3 +115,23 @@ class EmulatedTransport(Transport):
 
     def load_state_dict(self, state: dict) -> None:
         self.clock = float(state["clock"])
+
+
+@dataclass(frozen=True)
+class EmulatedLink:
+    """What a client host needs to put a client behind the emulated network.
+
+    Args:
+        medium: the medium actor's handle.
+        mode: virtual | realtime.
+        compute: the client's compute model (virtual mode).
+    """
+
+    medium: object
+    mode: str
+    compute: ComputeModel | None
+
+    def wrap(self, inner: Transport, client: int) -> EmulatedTransport:
+        from raysplit.runtime.actors.medium import RemotePort
+
+        return EmulatedTransport(inner, RemotePort(self.medium), client, mode=self.mode, compute=self.compute)

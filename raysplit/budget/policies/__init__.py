@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from raysplit.budget.policies.adaptive import AdaptiveConfig, AdaptivePolicy
 from raysplit.budget.policies.asynchronous import AsyncPolicy
 from raysplit.budget.policies.base import (
     AGGREGATE,
@@ -25,8 +26,9 @@ from raysplit.budget.policies.base import (
 )
 from raysplit.budget.policies.sync import SyncPolicy
 
-#: name -> policy class; every class takes (plan, steps_per_epoch, segment_steps, aggregate).
-POLICIES: dict[str, type] = {"sync": SyncPolicy, "async": AsyncPolicy}
+#: name -> policy class; every class takes (plan, steps_per_epoch, segment_steps, aggregate), and
+#: its own keyword options (``make_policy(options=...)``; adaptive: config=AdaptiveConfig).
+POLICIES: dict[str, type] = {"sync": SyncPolicy, "async": AsyncPolicy, "adaptive": AdaptivePolicy}
 
 
 def make_policy(name: str, plan, steps_per_epoch: dict[int, int], *, segment_steps: int = 0,
@@ -38,7 +40,8 @@ def make_policy(name: str, plan, steps_per_epoch: dict[int, int], *, segment_ste
 
 
 __all__ = [
-    "AGGREGATE", "DONE", "DONE_DIRECTIVE", "EVALUATE", "TRAIN", "WAIT", "AsyncPolicy", "Barrier", "BudgetPolicy",
+    "AGGREGATE", "DONE", "DONE_DIRECTIVE", "EVALUATE", "TRAIN", "WAIT", "AdaptiveConfig", "AdaptivePolicy",
+    "AsyncPolicy", "Barrier", "BudgetPolicy",
     "Directive", "Event", "Finished", "Observation", "POLICIES", "SyncPolicy", "Transition", "Wait",
     "make_policy", "segments",
 ]

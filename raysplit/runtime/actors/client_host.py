@@ -36,6 +36,7 @@ class ClientSpec:
         train_x, train_y: its partition (object references, read zero-copy).
         test_x, test_y: its evaluation share.
         shard: the shard actor it trains against, and that shard's number.
+        link: its place behind the emulated network (None: no link emulated).
     """
 
     train_x: object
@@ -44,6 +45,7 @@ class ClientSpec:
     test_y: object
     shard: object
     shard_id: int
+    link: object = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,11 @@ class ClientHost:
             train = ArrayDataset(settings.dataset, ray.get(spec.train_x), ray.get(spec.train_y), settings.num_classes)
             test = ArrayDataset(settings.dataset, ray.get(spec.test_x), ray.get(spec.test_y), settings.num_classes)
             fail = settings.fail_client[1] if settings.fail_client and settings.fail_client[0] == c else None
+            transport = RayShardTransport(spec.shard)
+            if spec.link is not None:  # an EmulatedLink (raysplit.transport.emulated)
+                transport = spec.link.wrap(transport, c)
             self.loops[c] = ClientLoop(
-                client=client, train=train, test=test, plan=plan, transport=RayShardTransport(spec.shard),
+                client=client, train=train, test=test, plan=plan, transport=transport,
                 scheduler=sched, sink=sink, identity=identity, shard=spec.shard_id,
                 batch_size=settings.batch_size, seed=settings.seed,
                 t0=settings.t0, cap=shared, metrics=metrics, fail_at_epoch=fail,
