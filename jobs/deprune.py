@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from raysplit.budget.policies import AdaptiveConfig  # noqa: E402
-from raysplit.config import ClusterConfig, LinkConfig, SplitConfig, TrainConfig  # noqa: E402
+from raysplit.config import ClusterConfig  # noqa: E402
 from raysplit.config.cli import ConfigParser  # noqa: E402
+from raysplit.config.job import job_config, job_parser  # noqa: E402
 from raysplit.records.summary import format_summary  # noqa: E402
 
 
@@ -29,24 +29,11 @@ def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, def
            sections: tuple = ()) -> ConfigParser:
     """The job's options; other jobs (jobs/prune.py, jobs/bottlefit.py) reuse them with their
     own defaults and extra config sections."""
-    p = ConfigParser(
-        prog,
-        description or __doc__.split("\n\n")[0],
-        [("training", TrainConfig), ("network", SplitConfig), ("cluster", ClusterConfig),
-         ("emulated network", LinkConfig), ("adaptive budgets", AdaptiveConfig), *sections],
-        defaults=defaults,
-    )
-    p.parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    return p
+    return job_parser(prog, description or __doc__.split("\n\n")[0], defaults=defaults, sections=sections)
 
 
 def config_from_argv(p: ConfigParser, argv: list[str] | None) -> ClusterConfig:
-    values = p.parse(argv)
-    split = p.build(SplitConfig, values[SplitConfig])
-    link = p.build(LinkConfig, values[LinkConfig])
-    train = p.build(TrainConfig, values[TrainConfig], split=split, link=link)
-    adaptive = p.build(AdaptiveConfig, values[AdaptiveConfig])
-    return p.build(ClusterConfig, values[ClusterConfig], train=train, adaptive=adaptive)
+    return job_config(p, argv)
 
 
 def on_ray(p: ConfigParser, fn):

@@ -69,6 +69,8 @@ class ClusterConfig:
             autoscaling cluster that adds those nodes on demand), never.
         placement_timeout: seconds to wait for the placement groups to be placed (nodes to come up).
         fail_client: testing: CLIENT:EPOCH at which that client raises.
+        cpu_share: the share of the cluster's CPUs this run plans with (hosting, the clients' Ray CPU
+            share): several tenants on one cluster each take theirs (none = all of them).
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -96,6 +98,7 @@ class ClusterConfig:
     fail_client: tuple[int, int] | None = field(
         default=None, metadata=option(flag="inject-fault", parse=_client_epoch, metavar="CLIENT:EPOCH")
     )
+    cpu_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -130,6 +133,8 @@ class ClusterConfig:
             raise ValueError(f"placement_timeout must be > 0 seconds, got {self.placement_timeout}")
         if self.shard_threads is not None and self.shard_threads < 1:
             raise ValueError(f"shard_threads must be >= 1, got {self.shard_threads}")
+        if self.cpu_share is not None and not 0 < self.cpu_share <= 1:
+            raise ValueError(f"cpu_share must be in (0, 1], got {self.cpu_share}")
         if self.fail_client is not None:
             object.__setattr__(self, "fail_client", tuple(int(v) for v in self.fail_client))
         if self.policy == "adaptive":

@@ -27,6 +27,7 @@ Everything here but :func:`inventory_now` and :func:`create_groups` is pure: the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -301,7 +302,12 @@ class NotEnoughNodes(ValueError):
 
 
 def layout_for(cc: Any, inv: Inventory) -> Layout:
-    """:func:`plan_layout` for a ``ClusterConfig``."""
+    """:func:`plan_layout` for a ``ClusterConfig`` (a tenant with ``cpu_share`` plans
+    with that share of the CPUs)."""
+    if cc.cpu_share:
+        k = cc.cpu_share
+        inv = dataclasses.replace(inv, cpus=inv.cpus * k, client_cpus=inv.client_cpus * k,
+                                  shared_cpus=inv.shared_cpus * k)
     return plan_layout(clients=cc.clients, shards=cc.shards, clients_per_actor=cc.clients_per_actor,
                        client_cpu=cc.client_cpu, shard_cpus=cc.shard_cpus, shard_device=cc.shard_device,
                        placement=cc.placement, node_types=cc.node_types, inv=inv,
