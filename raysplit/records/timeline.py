@@ -84,69 +84,54 @@ def write_parquet(path: str | Path, records: list[dict]) -> Path:
     return p
 
 
-def _pyplot():
+def _figure():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
-
-
-def plot_traffic(path: str | Path, runs: dict[str, Sequence[dict]], title: str, xlabel: str) -> Path:
-    """Cumulative bytes on the channel over time, one line per run (paper Fig. 4 / 6)."""
-    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows in runs.items():
-        tl = channel_traffic(rows)
-        ax.plot([t for t, _ in tl], [b / 1e6 for _, b in tl], label=name)
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path, *, title: str, xlabel: str, ylabel: str, grid: str = "both") -> Path:
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("cumulative MB on the channel")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, axis=grid)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_traffic(path: str | Path, runs: dict[str, Sequence[dict]], title: str, xlabel: str) -> Path:
+    """Cumulative bytes on the channel over time, one line per run (paper Fig. 4 / 6)."""
+    plt, fig, ax = _figure()
+    for name, rows in runs.items():
+        tl = channel_traffic(rows)
+        ax.plot([t for t, _ in tl], [b / 1e6 for _, b in tl], label=name)
+    return _save(plt, fig, ax, path, title=title, xlabel=xlabel, ylabel="cumulative MB on the channel")
 
 
 def plot_samples(path: str | Path, runs: dict[str, Sequence[dict]], title: str, xlabel: str) -> Path:
     """Samples processed per source over time (paper Fig. 5 / 7): one colour per run, one
     line per source."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, fig, ax = _figure()
     for i, (name, rows) in enumerate(runs.items()):
         for j, (c, seq) in enumerate(sorted(source_samples(rows).items())):
             ax.plot([t for t, _ in seq], [n for _, n in seq], color=f"C{i}", lw=0.9, alpha=0.8,
                     label=name if j == 0 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("samples processed per source")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, ax, path, title=title, xlabel=xlabel, ylabel="samples processed per source")
 
 
 def plot_throughput(path: str | Path, runs: dict[str, Sequence[dict]], title: str) -> Path:
     """Samples/s of each source, grouped by run."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    names = list(runs)
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        tp = source_throughput(runs[name])
+    plt, fig, ax = _figure()
+    width = 0.8 / max(len(runs), 1)
+    for i, (name, rows) in enumerate(runs.items()):
+        tp = source_throughput(rows)
         xs = sorted(tp)
         ax.bar([x + i * width for x in xs], [tp[x] for x in xs], width=width, label=name, color=f"C{i}")
-    ax.set_xlabel("data source")
-    ax.set_ylabel("samples/s")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, ax, path, title=title, xlabel="data source", ylabel="samples/s", grid="y")
