@@ -69,6 +69,8 @@ def test_realtime_wall_time_matches_virtual_simulated_time(tmp_path):
                                       clients=2))
     sr, _ = run_cluster(ClusterConfig(train=cfg(tmp_path, "realtime", LinkConfig(**link, link_mode="realtime")),
                                       clients=2))
+    print(f"realtime {sr.sim_seconds:.3f} s (wall training {sr.train_seconds:.2f} s) vs virtual "
+          f"{sv.sim_seconds:.3f} s: {sr.sim_seconds / sv.sim_seconds - 1:+.1%}")
     assert sv.sim_seconds > 2.0  # the link dominates: ~0.5 s per step
     assert sr.sim_seconds == pytest.approx(sv.sim_seconds, rel=0.10)
     assert sr.train_seconds >= sr.sim_seconds  # realtime really waited

@@ -318,3 +318,17 @@ def test_realtime_port_really_waits():
     expect = plan.wire * 8 / 4e6 + plan.latency_s
     assert expect == pytest.approx(0.1 + 0.0105, rel=0.05)
     assert waited == pytest.approx(expect, abs=0.02)
+
+
+def test_transfer_time_of_one_message_on_one_link():
+    from raysplit.link import transfer_time
+
+    secs, plan = transfer_time(parse_link("250kbit/50ms"), 10_000)
+    assert plan.wire == wire_bytes(10_000, 1500, 40) and secs == pytest.approx(plan.wire * 8 / 250e3 + 0.05)
+    # over a trace it follows the capacity: 1 Mbit/s for 1 s, then 4 Mbit/s
+    tr = Trace((0.0, 1.0), (1.0, 4.0))
+    from raysplit.link.capacity import TraceRate
+
+    net = FluidNetwork({"l": TraceRate(tr)})
+    net.submit(0, 0.0, [Stage("flow", 3e6, ("l",))])
+    assert net.advance(INF)[0].end == pytest.approx(1.5)

@@ -329,3 +329,19 @@ class Medium:
         self.net.now = float(state["now"])
         self.retired = set(int(c) for c in state["retired"])
         self.held, self.in_job, self.results = set(), {}, {}
+
+
+def transfer_time(spec: LinkSpec, payload: int, *, direction: str = "up", start: float = 0.0, seed: int = 0,
+                  client: int = 0) -> tuple[float, TransferPlan]:
+    """Seconds for one message of ``payload`` bytes over ``spec`` alone (no other
+    traffic, no backhaul), beginning at ``start``: its wire bits through the link's
+    capacity as it moves over time, then the one-way latency and ARQ feedback. For
+    callers that need one link's answer (deadline-bound sending, energy per cut)."""
+    link = ClientLink(client, spec, seed)
+    plan = link.plan(direction, payload)
+    net = FluidNetwork({"l": link.capacity[direction]})
+    net.now = start
+    net.submit(client, start, [Stage("flow", plan.wire * 8.0, ("l",), cap=plan.cap_bps,
+                                     then=plan.latency_s + plan.feedback_s)])
+    (job,) = net.advance(math.inf)
+    return job.end - start, plan
