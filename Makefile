@@ -73,6 +73,9 @@ bench: setup
 	$(BIN)/python benchmarks/prune_vs_scratch.py
 	$(BIN)/python benchmarks/bottlefit.py
 	$(BIN)/python benchmarks/compression_regime.py
+	$(BIN)/python benchmarks/time_to_accuracy.py
+	$(BIN)/python benchmarks/testbed.py
+	$(BIN)/python benchmarks/tenants.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -37,6 +37,11 @@ def format_summary(s: Summary) -> str:
         ("wall time", f"{s.wall_seconds:.1f} s (start-up {s.startup_seconds:.1f} s)"),
         ("samples/s (training)", f"{s.samples / max(s.train_seconds, 1e-9):.1f}"),
     ]
+    if s.sim_seconds is not None:
+        rows.append((f"emulated time ({s.link_mode})", f"{s.sim_seconds:.1f} s"))
+    if s.target_accuracy is not None:
+        tta = "not reached" if s.time_to_accuracy is None else f"{s.time_to_accuracy:.1f} s"
+        rows.append((f"time to {100 * s.target_accuracy:g} % accuracy", tta))
     if s.models:
         rows.append(("models", ", ".join(s.models)))
     if s.failed_clients:
