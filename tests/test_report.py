@@ -203,8 +203,11 @@ def with_link_columns(out: Path) -> None:
             "downlink_s": 0.05 + rng.random(n) * 0.01, "sim_time": sim,
             "link_up_mbps": np.linspace(8.0, 2.0, n), "link_down_mbps": np.linspace(40.0, 20.0, n),
             "wire_bytes_up": t.column("bytes_up").to_numpy() + 52, "wire_bytes_down": t.column("bytes_down").to_numpy() + 52}
-    for k, v in cols.items():
-        t = t.append_column(k, pa.array(v))
+    for k, v in cols.items():  # StepRow has them (neutral values without a link): replace them
+        if k in t.column_names:
+            t = t.set_column(t.column_names.index(k), k, pa.array(v, type=t.schema.field(k).type))
+        else:
+            t = t.append_column(k, pa.array(v))
     import shutil
 
     shutil.rmtree(out / "steps.parquet")
