@@ -74,7 +74,7 @@ COLS = [("tenants", "tenants", "d"), ("ok", "finished", "d"), ("samples_per_s_pe
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 tenants of 1 client on digits")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 tenants (or --points) of 1 client on digits")
     ap.add_argument("--points", default="1,2,4", help="tenant counts")
     ap.add_argument("--clients", type=int, default=2, help="clients per tenant")
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
-        a.points, a.clients, a.dataset, a.train_subset, a.epochs = "1,2", 1, "digits", 256, "1,1"
+        a.clients, a.dataset, a.train_subset, a.epochs = 1, "digits", 256, "1,1"
+        a.points = a.points if a.points != ap.get_default("points") else "1,2"  # an explicit --points stays
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-tenants-"))
     rows = []

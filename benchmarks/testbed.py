@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out_dir = a.out_dir or C.RESULTS
     fig_dir = Path(out_dir) / NAME
-    tb = TestbedConfig(out=str(fig_dir / "runs"), **(QUICK if a.quick else {}))
+    # the runs' own directories are scratch: the figures and the table are the results
+    tb = TestbedConfig(out=tempfile.mkdtemp(prefix="raysplit-bench-testbed-"), **(QUICK if a.quick else {}))
     machine = C.machine_info()
     import ray
 

@@ -317,7 +317,8 @@ def test_realtime_port_really_waits():
     waited = time.perf_counter() - t0
     expect = plan.wire * 8 / 4e6 + plan.latency_s
     assert expect == pytest.approx(0.1 + 0.0105, rel=0.05)
-    assert waited == pytest.approx(expect, abs=0.02)
+    # it waits at least the transfer; a loaded machine may wake it late, never early
+    assert expect - 0.002 <= waited < expect + 0.5
 
 
 def test_transfer_time_of_one_message_on_one_link():
