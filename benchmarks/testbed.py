@@ -90,12 +90,19 @@ def main(argv=None) -> int:
     ap.add_argument("--no-measured", action="store_true", help="skip the realtime measurement on this machine")
     ap.add_argument("--only-measured", action="store_true",
                     help="only the realtime measurement (results: testbed_measured.json)")
+    ap.add_argument("--settings", default="wifi,ethernet", help="the emulated settings to run (wifi: figs. 4-5, "
+                    "ethernet: figs. 6-7)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     out_dir = a.out_dir or C.RESULTS
     fig_dir = Path(out_dir) / NAME
     # the runs' own directories are scratch: the figures and the table are the results
-    tb = TestbedConfig(out=tempfile.mkdtemp(prefix="raysplit-bench-testbed-"), **(QUICK if a.quick else {}))
+    settings = tuple(x for x in a.settings.split(",") if x)
+    try:
+        tb = TestbedConfig(out=tempfile.mkdtemp(prefix="raysplit-bench-testbed-"), settings=settings,
+                           **(QUICK if a.quick else {}))
+    except ValueError as e:
+        ap.error(str(e))
     machine = C.machine_info()
     import ray
 
