@@ -101,3 +101,19 @@ def test_command_line_and_config_file_give_the_same_link(tmp_path):
     assert cfg.train.link.devices == (DeviceClass("phone", 1.0, 0.4, "wifi"),)
     spec = cli.train.link.client_links(1)[0]
     assert spec.up_bps == pytest.approx(10e6) and spec.loss == pytest.approx(0.01)
+
+
+def test_layout_hosts_clients_of_one_cap_together_and_sizes_each_host_by_its_cap():
+    from raysplit.config import ClusterConfig, TrainConfig
+    from raysplit.runtime.nodes import Inventory, host_groups, layout_for
+
+    assert host_groups(6, 1, 4, by_shard=False, caps=[0.4, 0.4, 0.4, 0.2, 0.2, 0.4]) == [(0, 1, 2), (3, 4), (5,)]
+    link = LinkConfig(devices=parse_devices("phone:0.5:0.4:wifi;sensor:0.5:0.2:3g"))
+    cc = ClusterConfig(train=TrainConfig(link=link), clients=4, clients_per_actor=4)
+    lay = layout_for(cc, Inventory(cpus=16))
+    assert lay.hosts == ((0, 1), (2, 3))
+    assert [r["CPU"] for r in lay.host_resources] == [pytest.approx(0.8), pytest.approx(0.4)]
+    # a tenant plans with its share of the CPUs
+    half = layout_for(cc.replace(cpu_share=0.5, train=TrainConfig()), Inventory(cpus=2))
+    whole = layout_for(cc.replace(train=TrainConfig()), Inventory(cpus=2))
+    assert half.client_num_cpus < whole.client_num_cpus
