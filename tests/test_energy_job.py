@@ -46,7 +46,8 @@ def test_energy_split_job_end_to_end(tmp_path):
     assert s["energy_j"] == pytest.approx(rows["energy_j"].sum() / 40)
     sim = json.loads((out / "simulated.json").read_text())
     assert {(x["bandwidth"], x["method"]) for x in sim} >= {(15e3, "PS"), (5e6, "PSNC"), (5e6, "pool-1")}
-    for f in ("config.json", "table.md", "profile.md", "cuts.png", "models/original.pt", "models/compressed.pt"):
+    for f in ("config.json", "table.md", "profile.md", "cuts.png", "report.html", "models/original.pt",
+              "models/compressed.pt"):
         assert (out / f).exists(), f
 
     # The same models, no training: every client sends the class scores, int8 on the wire, whole messages counted.

@@ -12,7 +12,7 @@ let every client pick its cut per message while the shards run the rest.
 6. the run directory::
 
        config.json  models/{original,sparse,compressed}.pt  profile.{json,md}
-       inferences.parquet/  table.md  simulated.json  summary.json  cuts.png
+       inferences.parquet/  table.md  simulated.json  summary.json  cuts.png  report.html
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from raysplit.energy.table import layer_table, table_iii
 from raysplit.energy.train import accuracy, train_both
 from raysplit.identity import Identity, new_run_id
 from raysplit.models.whole import whole_model
-from raysplit.records.writer import PartTable
+from raysplit.records.writer import PartTable, write_run_report
 from raysplit.runtime.actors.buffer import RecordBufferActor
 from raysplit.runtime.actors.energy_client import EnergyClientActor, EnergyClientSpec
 from raysplit.runtime.actors.shard import ShardActor
@@ -191,7 +191,8 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "inferences.parquet", ignore_errors=True)
-    for stale in ("summary.json", "table.md", "simulated.json", "cuts.png", "profile.json", "profile.md"):
+    for stale in ("summary.json", "table.md", "simulated.json", "cuts.png", "profile.json", "profile.md",
+                  "report.html"):
         (out / stale).unlink(missing_ok=True)
     identity = Identity(cfg.run_id or new_run_id("energy_split"), cfg.tenant)
     _write_json(out / "config.json", {**cfg.to_dict(), "run_id": identity.run})
@@ -261,6 +262,7 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
         wall_seconds=time.perf_counter() - t_start, train_seconds=train_seconds, infer_seconds=infer_seconds,
     )
     _write_json(out / "summary.json", dataclasses.asdict(summary))
+    write_run_report(out)  # report.html (raysplit.energy.report); a failure is said, the run kept
     return summary
 
 

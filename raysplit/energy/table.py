@@ -23,17 +23,17 @@ def bandwidth_label(w: float) -> str:
     return f"{w:g} Hz"
 
 
-def table_iii(rows: Sequence[dict], *, paper: bool = True) -> str:
-    """Markdown: for each bandwidth, E, E_p, E_tr and CO2 per method (rows: dicts with
-    bandwidth, method and the quantities), in units of 10^-4 J and 10^-10 kg like the
-    paper; with ``paper`` the paper's figure follows in brackets where it has one."""
+def table_iii_cells(rows: Sequence[dict], *, paper: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Table III as text cells: the methods (columns), then per bandwidth a heading row
+    ``["W = ...", "", ...]`` and E, E_p, E_tr and CO2 rows, in units of 10^-4 J and
+    10^-10 kg like the paper (rows: dicts with bandwidth, method and the quantities);
+    with ``paper`` the paper's figure follows in brackets where it has one."""
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
     methods += sorted({r["method"] for r in rows} - set(methods))
-    out = ["| | " + " | ".join(methods) + " |",
-           "|---|" + "---:|" * len(methods)]
+    out: list[list[str]] = []
     for w in sorted({r["bandwidth"] for r in rows}):
         at = {r["method"]: r for r in rows if r["bandwidth"] == w}
-        out.append(f"| **W = {bandwidth_label(w)}** |" + " |" * len(methods))
+        out.append([f"W = {bandwidth_label(w)}"] + [""] * len(methods))
         for key, label, scale in QUANTITIES:
             cells = []
             for m in methods:
@@ -43,7 +43,20 @@ def table_iii(rows: Sequence[dict], *, paper: bool = True) -> str:
                 if ref is not None:
                     cell += f" ({ref[[q for q, _, _ in QUANTITIES].index(key)] / scale:.3g})"
                 cells.append(cell)
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
+            out.append([label] + cells)
+    return methods, out
+
+
+def table_iii(rows: Sequence[dict], *, paper: bool = True) -> str:
+    """Markdown of :func:`table_iii_cells` (the bandwidth rows in bold)."""
+    methods, cells = table_iii_cells(rows, paper=paper)
+    out = ["| | " + " | ".join(methods) + " |",
+           "|---|" + "---:|" * len(methods)]
+    for row in cells:
+        if row[0].startswith("W = "):
+            out.append(f"| **{row[0]}** |" + " |" * len(methods))
+        else:
+            out.append(f"| {row[0]} | " + " | ".join(row[1:]) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -255,6 +255,10 @@ def _config_section(run: Run) -> str:
 
 def build_report(run: Run) -> str:
     """The report page of a loaded run, as HTML text."""
+    from raysplit.energy.report import build_energy_report, is_energy_run
+
+    if is_energy_run(run.path):  # jobs/energy_split.py: inferences, no training steps
+        return build_energy_report(run)
     s = run.summary or {}
     title = f"raysplit run {s.get('run') or run.path.name}"
     sub = " · ".join(str(x) for x in (s.get("method"), s.get("dataset"), s.get("model"), str(run.path)) if x)
