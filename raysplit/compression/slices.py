@@ -54,6 +54,9 @@ __all__ = [
     "slice_masks",
     "padded_variants",
     "slice_loss",
+    "encode_slices",
+    "truncate_slices",
+    "slice_message",
 ]
 
 
@@ -229,3 +232,45 @@ def slice_loss(
     loss_fn = loss_fn or nn.functional.cross_entropy
     per = loss_fn(logits, labels.repeat(j), reduction="none").reshape(j, n).mean(1)
     return (weights.to(per.dtype) * per).sum(), per.detach()
+
+
+def encode_slices(activation: np.ndarray, order: SliceOrder, config, *, step: int = 0, client_id: int = 0,
+                  tenant: int = 0, cut: int = 0, key: bytes | None = None) -> bytes:
+    """The channel-major message of an activation (N, C, ...) in NAIR's order: channels in
+    ``order``, one codec slice per NAIR slice, so every prefix that ends on a slice is the
+    message of fewer slices (``codec.slice_ends`` gives where)."""
+    from raysplit import codec
+
+    if activation.shape[1] != order.channels:
+        raise ValueError(f"slice order has {order.channels} channels, the activation {activation.shape[1]}")
+    idx = np.asarray(order.order, dtype=np.int64)
+    return codec.encode(np.take(activation, idx, axis=1), idx, activation.shape, config, kind=codec.KIND_ACTIVATION,
+                        step=step, client_id=client_id, tenant=tenant, cut=cut, layout="channel",
+                        slices=order.counts, key=key)
+
+
+def truncate_slices(buf: bytes, slices: int) -> bytes:
+    """The prefix of a channel-major message that holds its first ``slices`` slices."""
+    from raysplit import codec
+
+    ends = codec.slice_ends(buf)
+    if not 0 <= slices < len(ends):
+        raise ValueError(f"slices {slices} out of range; allowed: 0..{len(ends) - 1}")
+    return buf[: ends[slices]]
+
+
+@torch.no_grad()
+def slice_message(client, x: np.ndarray, order: SliceOrder, slices: int | None = None, *, step: int = 0,
+                  key: bytes | None = None) -> bytes:
+    """A client's inference message for ``x`` in NAIR's order (:func:`encode_slices` of its
+    head's activation), keeping only the first ``slices`` slices (None: all). ``client``
+    is a :class:`~raysplit.training.client.SplitClient` without the compression module."""
+    if client.compressor is not None:
+        raise ValueError("NAIR slices are cut from the head's own activation; this client has a compression module")
+    if order.channels != client.channels:
+        raise ValueError(f"slice order has {order.channels} channels, the head gives {client.channels}")
+    client.modules.eval()
+    o = client.head(torch.from_numpy(np.require(x, np.float32, ["C"]))).numpy()
+    buf = encode_slices(o, order, client.codec, step=step, client_id=client.client_id, tenant=client.tenant_key,
+                        cut=client.cfg.split_layer, key=key)
+    return buf if slices is None else truncate_slices(buf, slices)

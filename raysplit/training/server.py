@@ -178,7 +178,12 @@ class SplitServer:
             dense[:, torch.from_numpy(msg.indices).to(values.device)] = values
             return dense
         if self.decompressor is None:
-            return values  # plain split learning: all channels, in order
+            if _wire_indices(msg.indices, msg.shape[1]) is None:
+                return values  # plain split learning: all channels, in order
+            # a subset or another order (NAIR's importance-ordered slices, maybe cut short):
+            # back at their channels, zeros for the rest
+            dense = values.new_zeros((values.shape[0], *msg.shape[1:]))
+            return dense.index_copy(1, torch.from_numpy(msg.indices).to(values.device), values)
         return self.decompressor(values, torch.from_numpy(msg.indices).to(values.device))
 
     @torch.no_grad()
@@ -292,17 +297,26 @@ class SplitServer:
         ]
 
     @torch.no_grad()
-    def predict(self, buffers: list[bytes]) -> list[np.ndarray]:
-        """Inference: class predictions for each message (eval mode, nothing is learned)."""
-        msgs = [codec.decode(b) for b in buffers]
+    def predict(self, buffers: list[bytes], *, key: bytes | None = None) -> list[np.ndarray]:
+        """Inference: class predictions for each message (eval mode, nothing is learned).
+        The messages run through the tail as one batch; a channel-major message cut short
+        runs on the channels that arrived, zeros elsewhere. With ``key``, a message whose
+        HMAC tag is missing or wrong is refused."""
+        return self.predict_messages([codec.decode(b, key=key) for b in buffers])
+
+    @torch.no_grad()
+    def predict_messages(self, msgs: list[codec.Message]) -> list[np.ndarray]:
+        """:meth:`predict` for messages already decoded (a server that decodes each request
+        on its own, so that one bad message fails alone)."""
         for m in msgs:
             self._check(m, want_labels=False)
+        if not msgs:
+            return []
         self.modules.eval()
-        outs = []
-        for m in msgs:
-            logits = self._forward([m], [self._dense_input(m, torch.from_numpy(m.values).to(self.device))])
-            outs.append(logits.argmax(1).cpu().numpy().astype(np.int64))
-        return outs
+        inputs = [self._dense_input(m, torch.from_numpy(m.values).to(self.device)) for m in msgs]
+        pred = self._forward(msgs, inputs).argmax(1).cpu().numpy().astype(np.int64)
+        bounds = np.cumsum([0] + [m.shape[0] for m in msgs])
+        return [pred[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def modules_state(self) -> dict[str, np.ndarray]:
         """Decompressor + tail as numpy: what replica averaging and saving use."""

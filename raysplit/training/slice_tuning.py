@@ -13,6 +13,7 @@ the paper's Tables II-III:
 variant             order        weights w_j         penalty
 ==================  ===========  ==================  =======
 original            channel      (not fine-tuned)    -
+plain               channel      whole only          no
 clio                channel      rho_j (progressive) no
 nair                importance   eq. 11              eq. 12
 nair-no-penalty     importance   eq. 11              no
@@ -20,7 +21,9 @@ nair-no-weights     importance   1                   eq. 12
 nair-neither        importance   1                   no
 ==================  ===========  ==================  =======
 
-CLIO (Huang et al., MobiCom'20) trains the head so that the first channels carry the most
+"plain" is the original trained on for as long as the others are fine-tuned, with the
+ordinary loss: the control for what the extra epochs alone give. CLIO (Huang et al.,
+MobiCom'20) trains the head so that the first channels carry the most
 (progressive slices, each weighted by the probability that it gets through); the one-tail
 deployment with zero padding is the paper's CLIO_st.
 """
@@ -60,8 +63,9 @@ class Variant:
     """Args:
     name: the CLI name.
     order: "importance" (ranked by eq. 8) or "channel" (index order).
-    weights: "importance" (eq. 11), "progressive" (CLIO's rho_j), "uniform" (1 each) or
-        None (not fine-tuned).
+    weights: "importance" (eq. 11), "progressive" (CLIO's rho_j), "uniform" (1 each),
+        "whole" (ordinary training: only the whole activation is scored) or None (not
+        fine-tuned).
     penalty: whether eq. 12's penalty is added.
     summary: one line for tables.
     """
@@ -77,6 +81,7 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("original", "channel", None, False, "the trained model, channels in index order, not fine-tuned"),
+        Variant("plain", "channel", "whole", False, "the original trained on as long, ordinary loss (control)"),
         Variant("clio", "channel", "progressive", False, "CLIO-style: progressive slices weighted rho_j, one tail"),
         Variant("nair", "importance", "importance", True, "NAIR: importance order, eq. 11 weights, eq. 12 penalty"),
         Variant("nair-no-penalty", "importance", "importance", False, "NAIR without the penalty"),
@@ -123,10 +128,14 @@ class SliceObjective:
 
 def make_objective(variant: Variant | str, head: nn.Module, channels: int, n_slices: int, *, w_non: float = 2.0,
                    lam: float = 1.0, fold_bn: bool = True) -> SliceObjective:
-    """The objective of ``variant`` for a trained head (ranked now, before fine-tuning)."""
+    """The objective of ``variant`` for a trained head (ranked now, before fine-tuning). For
+    "whole" the objective scores the whole activation only (one slice); the variant is
+    still evaluated on ``n_slices`` slices in channel order."""
     v = get_variant(variant) if isinstance(variant, str) else variant
     if v.weights is None:
         raise ValueError(f"variant {v.name!r} is not fine-tuned")
+    if v.weights == "whole":
+        return SliceObjective.plain(channels)
     if v.order == "importance":
         conv, bn = split_layer_filter(head, channels)
         with torch.no_grad():
