@@ -48,8 +48,8 @@ class NairConfig:
         train_subset: class-stratified training subset (all = every sample).
         test_subset: class-stratified test subset the deadlines are measured on (all = every sample).
         batch_size: samples per step (the paper: 80).
-        original: model file of a trained run without the compression module (``--method none``,
-            models/budget_<C>.pt) to start from; default: train one here for original_epochs.
+        original: model file of a trained run without the compression module (``--method none
+            --save-model``: models/budget_<C>.pt) to start from; default: train one here for original_epochs.
         original_epochs: epochs of ordinary training for the original model (when not loaded).
         epochs: fine-tuning epochs of each variant (and of the module's each smaller budget).
         lr: initial SGD learning rate, cosine-annealed to 0 over each training (the paper: 1e-2).
