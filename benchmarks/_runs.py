@@ -47,15 +47,18 @@ class Runner:
         cluster: the cluster options every run gets (e.g. ["--clients", "2", "--shards", "1"]).
         local: run with the local reference trainer instead (cluster options dropped).
         out_dir: where the runs' directories go.
+        address: the Ray to run on: "local" starts a private one (this shared machine's
+            default), "auto" or an address joins a running cluster (e.g. its GPU nodes,
+            under ``ray job submit``).
     """
 
-    def __init__(self, cluster: list[str], *, local: bool, out_dir: Path) -> None:
+    def __init__(self, cluster: list[str], *, local: bool, out_dir: Path, address: str = "local") -> None:
         self.cluster, self.local, self.out_dir = list(cluster), local, Path(out_dir)
         self.ray_seconds = 0.0
         if not local:
             import _common as C
 
-            self.ray_seconds = C.ray_init_quiet()
+            self.ray_seconds = C.ray_init_quiet(address=address)
 
     def close(self) -> None:
         if not self.local:
@@ -131,6 +134,8 @@ def add_run_options(ap, name: str, *, lr: float = 0.01) -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--local", action="store_true", help="the local reference trainer instead of the cluster")
+    ap.add_argument("--address", default="local", help="the Ray to run on: 'local' (a private one, the default), "
+                    "'auto' or HOST:PORT (a running cluster, e.g. with GPU shard nodes)")
     ap.add_argument("--runs-dir", type=Path, default=Path(f"/tmp/raysplit-bench/{name}"), help="the runs' directories")
     ap.add_argument("--out-dir", type=Path, default=C.RESULTS, help="folder for the results (.json, .md)")
     ap.add_argument("--quick", action="store_true", help="smoke run: digits, tiny sizes (unless given)")

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     common = [*R.job_args(a), "--save-model"]  # later --lr options win
     total = 2 * a.stage_epochs
-    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
+    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir,
+                      address=a.address)
     rows, runs = [], []
 
     def scored(name, run, c, codecs):

@@ -19,8 +19,9 @@ fixed B at the same r (the paper's "high compression"). The paper claims deprune
 
     python benchmarks/compression_regime.py               # ~40 min on 2 cores (cluster, 2 clients)
     python benchmarks/compression_regime.py --quick --local
-    # the paper's scale, for a user with CIFAR-10 and GPU shard nodes:
-    python benchmarks/compression_regime.py --full-scale --data-dir /data/cifar10 --clients 8 --shards 2
+    # the paper's scale, for a user with CIFAR-10 and GPU shard nodes (on their cluster):
+    ray job submit --working-dir . -- python benchmarks/compression_regime.py --full-scale \
+        --data-dir /data/cifar10 --address auto
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--deprune-epochs {a.deprune_epochs} must sum to --epochs {a.epochs} (the same training length)")
     common = R.job_args(a)
     runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards), "--shard-device", a.shard_device],
-                    local=a.local, out_dir=a.runs_dir)
+                    local=a.local, out_dir=a.runs_dir, address=a.address)
     rows: list[dict] = []
     seeds = [int(v) for v in str(a.seeds).split(",")]
 

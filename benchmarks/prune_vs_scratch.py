@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if budgets != sorted(budgets, reverse=True) or len(budgets) < 2:
         ap.error(f"--budgets {a.budgets}: at least two, descending (the first is the full budget)")
     common = [*R.job_args(a), "--max-batches", str(a.max_batches)]
-    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir)
+    runner = R.Runner(["--clients", str(a.clients), "--shards", str(a.shards)], local=a.local, out_dir=a.runs_dir,
+                      address=a.address)
     try:
         epochs = [a.base_epochs] + [a.transfer_epochs] * (len(budgets) - 1)
         prune = runner.run("prune", ["--method", "prune", "--budgets", a.budgets, "--epochs-per-budget", ",".join(map(str, epochs)),

@@ -47,6 +47,24 @@ def test_regime_is_where_a_fixed_budget_loses_enough():
     assert [r["budget"] for r in regime(rows, 0.90, 2.0)] == [2, 1]
 
 
+def test_runner_joins_the_ray_it_is_told_to(monkeypatch):
+    """A private Ray by default (this shared machine), a running cluster with --address auto
+    (the full-scale run on a user's GPU nodes)."""
+    import argparse
+
+    import _common as C
+    import _runs as R
+
+    seen = []
+    monkeypatch.setattr(C, "ray_init_quiet", lambda **kw: seen.append(kw) or 0.0)
+    ap = argparse.ArgumentParser()
+    R.add_run_options(ap, "x")
+    for argv, want in (([], "local"), (["--address", "auto"], "auto")):
+        a = R.parse(ap, argv, {})
+        R.Runner([], local=False, out_dir=Path("/tmp"), address=a.address)
+        assert seen.pop() == {"address": want}
+
+
 @pytest.mark.slow
 def test_prune_vs_scratch_on_the_cluster_and_its_model_files(tmp_path):
     from raysplit.data import load_dataset
