@@ -160,6 +160,15 @@ def test_profile_refuses_a_layer_it_cannot_count():
         profile_model("odd", [nn.Sequential(nn.Flatten(), nn.GELU())], (1, 2, 2))
 
 
+def test_job_refuses_a_model_it_cannot_count_before_training():
+    from raysplit.energy.run import check_countable
+
+    with pytest.raises(ValueError, match="--model resnet18: energy profile: no operation count for layer type "
+                                         "BasicBlock; supported"):
+        check_countable("resnet18", (3, 32, 32), 10)
+    check_countable("vgg_small", (3, 32, 32), 10)
+
+
 def test_mnist_cnn_is_the_papers():
     m = whole_model("mnist_cnn", (1, 28, 28), 10, seed=0)
     assert m.depth == 13

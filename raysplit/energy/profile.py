@@ -219,7 +219,7 @@ class _Walk:
             self.dep = np.repeat(self.dep, per)
             self.links.append(("flatten", per))
         else:
-            raise ValueError(f"energy profile: no operation count for layer type {type(m).__name__} ({m}); "
+            raise ValueError(f"energy profile: no operation count for layer type {type(m).__name__}; "
                              f"supported: Conv2d, Linear, ReLU, pools, BatchNorm2d, Flatten, Dropout")
         self.shape = out
         return y, mults, adds, nnz, total

@@ -126,6 +126,14 @@ def _profile(cfg: EnergySplitConfig, state: dict, shape, classes):
     return profile_model(cfg.model, m.layers, shape), m
 
 
+def check_countable(model: str, shape: tuple[int, ...], classes: int) -> None:
+    """Raise a ValueError naming ``--model`` if the energy profile cannot count it."""
+    try:
+        profile_model(model, whole_model(model, shape, classes).layers, shape)
+    except ValueError as err:
+        raise ValueError(f"--model {model}: {err}") from None
+
+
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
@@ -199,6 +207,7 @@ def run_energy_split(cfg: EnergySplitConfig) -> EnergySummary:
 
     train_data, test_data = _data(cfg)
     shape, classes = train_data.input_shape, train_data.num_classes
+    check_countable(cfg.model, shape, classes)  # now, not after the training
     original, sparse, train_seconds = _models(cfg, train_data, test_data)
     compressed_state = prune(sparse["state"], cfg.prune_threshold)
     meta = dict(model=cfg.model, input_shape=shape, num_classes=classes)
