@@ -89,11 +89,11 @@ def one_run(method: str, codec_spec: str, budget: int | None, batch: int, steps:
     if cc.compression == "none":
         shape = (batch, wire[0], *wire[1:])
         exact_up = {
-            flag: codec.encoded_size(shape, b, cc, with_labels=True, all_channels=flag)
+            flag: codec.encoded_size(shape, b, cc, with_labels=True, all_channels=flag, keyed=True)
             for flag in ((False, True) if b == wire[0] else (False,))
         }
         exact_down = {
-            flag: codec.encoded_size(shape, b, cc, with_labels=False, all_channels=flag)
+            flag: codec.encoded_size(shape, b, cc, with_labels=False, all_channels=flag, keyed=True)
             for flag in ((False, True) if b == wire[0] else (False,))
         }
         sizes_up = {r["bytes_up"] for r in st}

@@ -45,7 +45,7 @@ def make_run(out: Path, clients: int, steps: int, epochs: int) -> int:
             rows = []
             for c in range(clients):
                 t += 0.01
-                rows.append(StepRow(run="r", tenant="t", client=c, shard=0, epoch=e, batch=b, step=b + 1, phase=0,
+                rows.append(StepRow(run="r", tenant="t", client=c, shard=0, epoch=e, batch=b, step=e * steps + b + 1, phase=0,
                                     budget=budget, lr=0.01, samples=32, bytes_up=1029 * budget // 4,
                                     bytes_down=1025 * budget // 4, loss=1.0, prune_loss=0.0, correct=20, time=t,
                                     latency=0.1, forward_s=0.02, exchange_s=0.05, queue_s=0.01, server_s=0.03,

@@ -23,6 +23,7 @@ from raysplit.config import ClusterConfig  # noqa: E402
 from raysplit.config.cli import ConfigParser  # noqa: E402
 from raysplit.config.job import job_config, job_parser  # noqa: E402
 from raysplit.records.summary import format_summary  # noqa: E402
+from raysplit.runtime.failure import RunFailed  # noqa: E402
 
 
 def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, defaults: dict | None = None,
@@ -33,7 +34,15 @@ def parser(prog: str = "jobs/deprune.py", description: str | None = None, *, def
 
 
 def config_from_argv(p: ConfigParser, argv: list[str] | None) -> ClusterConfig:
-    return job_config(p, argv)
+    cc = job_config(p, argv)
+    if cc.train.resume is not None:  # the run's own configuration, from its directory
+        from raysplit.runtime.resume import given_options, resumed_config
+
+        try:
+            cc = resumed_config(cc.train.resume, given_options(p, argv))
+        except (ValueError, FileNotFoundError) as e:
+            p.error(str(e))
+    return cc
 
 
 def on_ray(p: ConfigParser, fn):
@@ -44,6 +53,8 @@ def on_ray(p: ConfigParser, fn):
         return fn()
     except (ValueError, FileNotFoundError) as e:
         p.parser.exit(2, f"{p.parser.prog}: error: {e}\n")
+    except RunFailed as e:  # the failure policy stopped the run (its records so far are kept)
+        p.parser.exit(1, f"{p.parser.prog}: the run was stopped: {e}\n")
     finally:
         ray.shutdown()
 

@@ -21,6 +21,7 @@ from raysplit.config.link import LinkConfig
 from raysplit.config.split import SplitConfig
 from raysplit.config.train import TrainConfig
 from raysplit.data import num_batches
+from raysplit.keys import Keyring, tenant_secret
 from raysplit.observability.callbacks import Callback, ProgressBar
 from raysplit.records.rows import Summary
 from raysplit.records.summary import format_summary
@@ -34,10 +35,11 @@ from raysplit.runtime.coordinator import (
     ShareAverage,
     SyncShards,
 )
-from raysplit.training.client import SplitClient
+from raysplit.runtime.failure import fault_summary
 from raysplit.training.loop import ClientLoop, Report
 from raysplit.training.server import SplitServer
 from raysplit.training.setup import prepare
+from raysplit.training.ushaped import client_half, server_half
 from raysplit.transport.emulated import EmulatedTransport
 from raysplit.transport.inprocess import InProcessTransport
 
@@ -74,10 +76,22 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
     cfg, plan, identity = prep.cfg, prep.plan, prep.identity
     steps = num_batches(len(prep.train), cfg.batch_size, max_batches=cfg.max_batches)
     progress = ProgressBar(steps * plan.total_epochs, desc=cfg.method, enabled=cfg.progress)
+    ck = None
+    if cfg.resume:  # the latest checkpoint, and the rows up to it (read before the writer starts anew)
+        from raysplit.runtime.checkpoint import load_checkpoint
+        from raysplit.runtime.resume import checkpoint_cut, kept_records, latest_checkpoint
+
+        ck_dir = latest_checkpoint(cfg.out)
+        ck = load_checkpoint(ck_dir)
+        policy = make_policy("sync", plan, {0: steps})
+        policy.load_state_dict(ck["scheduler"]["policy"])
+        kept, last_time = kept_records(cfg.out, checkpoint_cut(ck, policy.progress()))
+        t0 = time.time() - last_time
     writer = RunWriter(cfg.out, config=cfg.to_dict(), clients=[0], split=cfg.split, method=cfg.method,
-                       callbacks=[progress, *callbacks])
-    client = SplitClient(cfg.split, 0, tenant_key=identity.tenant_key)
-    server = SplitServer(cfg.split, 0, plan=plan, tenant_key=identity.tenant_key)
+                       callbacks=[progress, *callbacks], resume=ck is not None)
+    keyring = Keyring(tenant_secret(cfg.tenant_key_file), identity.tenant)  # messages tagged as on the cluster
+    client = client_half(cfg.split, 0, tenant_key=identity.tenant_key, key=keyring.client_key(0))
+    server = server_half(cfg.split, 0, plan=plan, tenant_key=identity.tenant_key, keyring=keyring)
     core = Coordinator(make_policy("sync", plan, {0: steps}), plan, {0: float(len(prep.train))},
                        checkpoint_every=cfg.checkpoint_every)
     transport = InProcessTransport(server)
@@ -92,6 +106,11 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
         scheduler=LocalScheduler(core, server, writer), sink=writer, identity=identity, shard=0,
         batch_size=cfg.batch_size, seed=cfg.split.seed, t0=t0,
     )
+    if ck is not None:
+        loop.load_state_dict(ck["clients"][0])
+        server.load_state_dict(ck["shards"][0])
+        core.load_state_dict(ck["scheduler"])
+        writer.put(kept)
     startup = time.perf_counter() - t_start
     t_train = time.perf_counter()
     result = loop.run()
@@ -107,6 +126,8 @@ def run(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> Summary:
         test_samples=len(prep.test), epochs=len(writer.epoch_rows),
         transitions=[t.__dict__ for t in core.transitions], models=writer.models, checkpoints=writer.checkpoints,
         final_filter=result.final_filter, **cfg.link.summary_fields(writer, 1),
+        skipped_steps=fault_summary(writer, [])["skipped_steps"], duplicate_records=writer.duplicates,
+        resumed_from=None if ck is None else str(ck_dir.relative_to(cfg.out)),
     )
     writer.close(summary)
     return summary
@@ -124,7 +145,15 @@ def config_from_argv(p: ConfigParser, argv: list[str] | None) -> TrainConfig:
     values = p.parse(argv)
     split = p.build(SplitConfig, values[SplitConfig])
     link = p.build(LinkConfig, values[LinkConfig])
-    return p.build(TrainConfig, values[TrainConfig], split=split, link=link)
+    cfg = p.build(TrainConfig, values[TrainConfig], split=split, link=link)
+    if cfg.resume is not None:  # the run's own configuration, from its directory
+        from raysplit.runtime.resume import given_options, resumed_config
+
+        try:
+            cfg = resumed_config(cfg.resume, given_options(p, argv), TrainConfig)
+        except (ValueError, FileNotFoundError) as e:
+            p.error(str(e))
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,10 +77,11 @@ def test_bytes_are_exact_codec_sizes(tmp_path, spec):
     for _, r in steps.iterrows():
         # digits at 16 px, vgg_small split after [64,M,128,M] -> 128 x 4 x 4
         full, n = r["budget"] == 128, int(r["samples"])
+        # every message carries its client's HMAC tag (raysplit/keys.py)
         assert r["bytes_up"] == codec.encoded_size((n, 128, 4, 4), int(r["budget"]), cfg, with_labels=True,
-                                                   all_channels=full)
+                                                   all_channels=full, keyed=True)
         assert r["bytes_down"] == codec.encoded_size((n, 128, 4, 4), int(r["budget"]), cfg, with_labels=False,
-                                                     all_channels=full)
+                                                     all_channels=full, keyed=True)
 
 
 def test_replicas_agree_after_parameter_averaging_and_allreduce(tmp_path):

@@ -447,5 +447,5 @@ def test_training_with_uint8_on_the_wire(tmp_path):
     assert len(st) == 4 and np.isfinite(st["loss"]).all()
     for _, r in st.iterrows():  # digits at 16 px: 128 x 4 x 4 at the split
         n = int(r["samples"])
-        assert r["bytes_up"] == encoded_size((n, 128, 4, 4), 4, cfg, with_labels=True)
-        assert r["bytes_down"] == encoded_size((n, 128, 4, 4), 4, cfg, with_labels=False)
+        assert r["bytes_up"] == encoded_size((n, 128, 4, 4), 4, cfg, with_labels=True, keyed=True)  # tenant-keyed
+        assert r["bytes_down"] == encoded_size((n, 128, 4, 4), 4, cfg, with_labels=False, keyed=True)

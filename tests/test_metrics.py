@@ -36,6 +36,11 @@ EXPECTED = {
     "raysplit_wire_bytes_down": ("counter", ("tenant", "client")),
     "raysplit_sim_time_seconds": ("gauge", ("tenant", "client")),
     "raysplit_medium_utilization": ("gauge", ("tenant", "medium")),
+    "raysplit_failures": ("counter", ("tenant", "component", "decision")),
+    "raysplit_recovery_seconds": ("histogram", ("tenant", "component")),
+    "raysplit_rejected_messages": ("counter", ("tenant", "shard", "reason")),
+    "raysplit_duplicate_steps": ("counter", ("tenant", "shard")),
+    "raysplit_nonfinite_steps": ("counter", ("tenant", "client", "where", "action")),
 }
 
 _NAME_RE = re.compile(r"^raysplit_[a-z][a-z0-9_]*$")
@@ -148,6 +153,11 @@ def _exercise(rec: Recorder) -> None:
     rec.transition(tenant="t")
     rec.link("c0", tenant="t", uplink_s=0.12, downlink_s=0.1, wire_up=1207, wire_down=1103, sim_time=3.5)
     rec.medium_utilization("cell:wifi", 0.8, tenant="t")
+    rec.failure("client", "restart", tenant="t")
+    rec.recovery("shard", 2.5, tenant="t")
+    rec.rejected("s0", "oversized", tenant="t")
+    rec.duplicate("s0", tenant="t")
+    rec.nonfinite("c0", "loss", "skip", tenant="t")
 
 
 def test_disabled_recorder_is_a_noop(monkeypatch):

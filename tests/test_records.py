@@ -14,7 +14,9 @@ from raysplit.records.writer import RunWriter
 
 
 def step(client, epoch, batch, samples=4, up=100, down=90, loss=1.0, t=0.0):
-    return StepRow(run="r", tenant="t", client=client, shard=0, epoch=epoch, batch=batch, step=batch + 1, phase=0,
+    # a client's step numbers grow across epochs (the writer keeps each step once)
+    return StepRow(run="r", tenant="t", client=client, shard=0, epoch=epoch, batch=batch, step=100 * epoch + batch + 1,
+                   phase=0,
                    budget=4, lr=0.1, samples=samples, bytes_up=up, bytes_down=down, loss=loss, prune_loss=0.0,
                    correct=1, time=t, latency=0.01, forward_s=0.002, exchange_s=0.006, queue_s=0.0,
                    server_s=0.005, backward_s=0.002, merged=1)

@@ -122,7 +122,8 @@ def test_report_is_cheap(local_run):
 
 
 def step(client, epoch, batch, *, budget=4, t=0.0, up=1000, down=990, latency=0.02):
-    return StepRow(run="r1", tenant="t", client=client, shard=0, epoch=epoch, batch=batch, step=batch + 1,
+    # a client's step numbers grow across epochs (the run writer keeps each step once)
+    return StepRow(run="r1", tenant="t", client=client, shard=0, epoch=epoch, batch=batch, step=100 * epoch + batch + 1,
                    phase=0 if budget == 4 else 1, budget=budget, lr=0.1, samples=8, bytes_up=up, bytes_down=down,
                    loss=1.0, prune_loss=0.0, correct=4, time=t, latency=latency, forward_s=latency / 4,
                    exchange_s=latency / 2, queue_s=0.0, server_s=latency / 3, backward_s=latency / 4, merged=1)

@@ -23,6 +23,10 @@ from raysplit.runtime.placement import actor_env, client_num_cpus, hosting, mall
         (dict(clients_per_actor="many"), "got 'many'"),
         (dict(clients_per_actor=True), "got True"),
         (dict(openmp_spin=-1), "openmp_spin must be None or an integer >= 0, got -1"),
+        (dict(failure_policy="retry"), "unknown failure_policy 'retry'; choose one of restart, exclude, raise"),
+        (dict(max_failures=-1), "max_failures must be an integer >= 0, got -1"),
+        (dict(max_failures=True), "max_failures must be an integer >= 0, got True"),
+        (dict(mode="ushaped", policy="async"), None),
     ],
 )
 def test_cluster_config_names_the_bad_value(kw, msg):
@@ -44,6 +48,7 @@ def test_cluster_config_names_the_bad_value(kw, msg):
         (dict(budgets=(4, 8, 16), epochs_per_budget=(1, 2)), "must have one entry per budget"),
         (dict(train_subset=0), "train_subset must be >= 1"),
         (dict(checkpoint_every=-1), "checkpoint_every must be >= 0"),
+        (dict(on_nonfinite="ignore"), "unknown on_nonfinite 'ignore'; choose one of skip, stop"),
     ],
 )
 def test_train_config_names_the_bad_value(kw, msg):
@@ -93,7 +98,7 @@ def _job():
     return job
 
 
-def test_job_options_come_from_the_config_dataclasses(tmp_path):
+def test_job_options_come_from_the_config_dataclasses(tmp_path, capsys):
     job = _job()
     p = job.parser()
     cc = job.config_from_argv(p, ["--clients", "32"])
@@ -109,8 +114,19 @@ def test_job_options_come_from_the_config_dataclasses(tmp_path):
     with pytest.raises(SystemExit):
         job.config_from_argv(job.parser(), ["--openmp-spin", "-3"])
     help_text = job.parser().parser.format_help()
-    for flag in ("--clients", "--budgets", "--codec", "--policy", "--tenant", "--evaluate", "--address"):
+    for flag in ("--clients", "--budgets", "--codec", "--policy", "--tenant", "--evaluate", "--address",
+                 "--failure-policy", "--max-failures", "--on-nonfinite", "--resume", "--tenant-key-file", "--u-cut"):
         assert flag in help_text
+    for argv, message in ((["--failure-policy", "x"], "--failure-policy: 'x' is not one of: restart, exclude, raise"),
+                          (["--max-failures", "-2"], "max_failures must be an integer >= 0, got -2"),
+                          (["--on-nonfinite", "nan"], "--on-nonfinite: 'nan' is not one of: skip, stop"),
+                          (["--u-cut", "2"], "u_cut 2 must come after split_layer 4"),
+                          (["--u-cut", "8"], "u_cut 8 is the second cut of U-shaped training: it needs --mode "),
+                          (["--resume", str(tmp_path / "nothing")], "no config.json there"),
+                          (["--tenant-key-file", "x", "--max-failures", "z"], "--max-failures: 'z' is not an integer")):
+        with pytest.raises(SystemExit):
+            job.config_from_argv(job.parser(), argv)
+        assert message in capsys.readouterr().err, argv
 
 
 def test_local_and_cluster_jobs_share_the_training_options():

@@ -277,6 +277,40 @@ PANELS: tuple[Panel, ...] = (
         ),
         unit="none", min=0,
     ),
+    # --- faults and bad input ------------------------------------------------------
+    Panel(
+        "Failures by decision",
+        "Failures of clients, shards and the scheduler, by what the failure policy decided "
+        "(restart, exclude, raise).",
+        (Target(f"sum by (component, decision) ({sel('raysplit_failures', by_client=False)})",
+                "{{component}} {{decision}}"),),
+        unit="none", decimals=0, min=0,
+    ),
+    Panel(
+        "Recovery time p95",
+        "Time from a failure being noticed until the part was back, per component.",
+        (Target(_quantile(0.95, "raysplit_recovery_seconds", "component", False), "{{component}}"),),
+        unit="s", min=0,
+    ),
+    Panel(
+        "Rejected messages by reason",
+        "Messages the shards refused: malformed, oversized, unauthenticated (another tenant's "
+        "key), wrong shape, unknown client, replayed, bad labels, NaN/Inf.",
+        (Target(f"sum by (reason) ({sel('raysplit_rejected_messages', by_client=False)})", "{{reason}}"),),
+        unit="none", decimals=0, min=0,
+    ),
+    Panel(
+        "Retried steps answered from the log",
+        "Steps a shard received again after a restart and answered without applying twice.",
+        (Target(f"sum by (shard) ({sel('raysplit_duplicate_steps', by_client=False)})", "{{shard}}"),),
+        unit="none", decimals=0, min=0,
+    ),
+    Panel(
+        "Non-finite steps",
+        "Steps with NaN/Inf in a loss, activation or gradient, by where and what was done.",
+        (Target(f"sum by (where, action) ({sel('raysplit_nonfinite_steps')})", "{{where}} {{action}}"),),
+        unit="none", decimals=0, min=0,
+    ),
 )
 
 

@@ -10,8 +10,9 @@ from raysplit.config.cli import option
 from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
 from raysplit.runtime.nodes import NODE_TYPES, PLACEMENTS
+from raysplit.runtime.failure import FAILURE_POLICIES
 
-MODES = ("independent", "splitfed")
+MODES = ("independent", "splitfed", "ushaped")
 SHARD_SYNC = ("average", "allreduce")
 PARTITIONS = ("iid", "dirichlet")
 MALLOC_MODES = ("auto", "lean", "fast")
@@ -40,8 +41,9 @@ class ClusterConfig:
         clients_per_actor: emulated clients per actor process: N, or auto (one each while there are at
             most 4 client processes per CPU, else as few per process as keeps within that; each process
             holds its own torch).
-        mode: independent (own head per client) or splitfed (heads averaged every epoch, weighted by
-            samples).
+        mode: independent (own head per client), splitfed (heads averaged every epoch, weighted by
+            samples) or ushaped (label-private: each client also keeps the last layers and the labels, the
+            shards run only the middle; see --u-cut).
         policy: how clients move through the budget schedule (``raysplit.budget.policies``): sync (all
             together, epoch by epoch), async (each at its own pace) or adaptive (each client's budget set
             from its emulated link against a step-time target or deadline: see AdaptiveConfig).
@@ -71,6 +73,13 @@ class ClusterConfig:
         fail_client: testing: CLIENT:EPOCH at which that client raises.
         cpu_share: the share of the cluster's CPUs this run plans with (hosting, the clients' Ray CPU
             share): several tenants on one cluster each take theirs (none = all of them).
+        failure_policy: what a failure leads to (``raysplit.runtime.failure``): restart (a client,
+            shard or scheduler whose process died comes back from its last recovery state, up to
+            max_failures times each; then a client is excluded, a shard or the scheduler stops the run),
+            exclude (a failed client is dropped at once, nothing restarts), raise (stop at the first
+            failure).
+        max_failures: restarts allowed per client, shard and scheduler under --failure-policy restart
+            (0 = none: a failed client is excluded).
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -99,6 +108,8 @@ class ClusterConfig:
         default=None, metadata=option(flag="inject-fault", parse=_client_epoch, metavar="CLIENT:EPOCH")
     )
     cpu_share: float | None = None
+    failure_policy: str = field(default="restart", metadata=option(choices=lambda: tuple(FAILURE_POLICIES)))
+    max_failures: int = 3
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -116,11 +127,14 @@ class ClusterConfig:
             ("malloc", self.malloc, MALLOC_MODES),
             ("placement", self.placement, PLACEMENTS),
             ("node_types", self.node_types, NODE_TYPES),
+            ("failure_policy", self.failure_policy, tuple(FAILURE_POLICIES)),
         ):
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
         _check_int_or("clients_per_actor", self.clients_per_actor, "auto", 1)
         _check_int_or("openmp_spin", self.openmp_spin, None, 0)
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise ValueError(f"max_failures must be an integer >= 0, got {self.max_failures!r}")
         if self.sync_every < 0:
             raise ValueError(f"sync_every must be >= 0, got {self.sync_every}")
         if self.alpha <= 0:
@@ -137,6 +151,14 @@ class ClusterConfig:
             raise ValueError(f"cpu_share must be in (0, 1], got {self.cpu_share}")
         if self.fail_client is not None:
             object.__setattr__(self, "fail_client", tuple(int(v) for v in self.fail_client))
+        split = self.train.split
+        if self.mode == "ushaped" and split.u_cut is None:  # the client keeps the classifier
+            from raysplit.models.registry import build_layers
+
+            u_cut = len(build_layers(split.model, split.input_shape[0], split.num_classes)) - 1
+            object.__setattr__(self, "train", self.train.replace(split=split.replace(u_cut=u_cut)))
+        elif self.mode != "ushaped" and split.u_cut is not None:
+            raise ValueError(f"u_cut {split.u_cut} is the second cut of U-shaped training: it needs --mode ushaped")
         if self.policy == "adaptive":
             if self.mode == "splitfed" and self.adaptive.adaptive_base != "sync":
                 raise ValueError("mode 'splitfed' with policy 'adaptive' needs --adaptive-base sync")
@@ -152,6 +174,11 @@ class ClusterConfig:
     def policy_options(self) -> dict:
         """{policy name: its keyword options} for ``make_policy``."""
         return {"adaptive": {"config": self.adaptive}}
+
+    @property
+    def restarts(self) -> int:
+        """Ray ``max_restarts`` of the clients', shards' and scheduler's actors."""
+        return self.max_failures if self.failure_policy == "restart" else 0
 
     def replace(self, **changes) -> "ClusterConfig":
         return dataclasses.replace(self, **changes)

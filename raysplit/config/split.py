@@ -48,6 +48,9 @@ class SplitConfig:
         kd_alpha: KD (BottleFit eq. 6): weight of the hard-label loss; 1 - alpha weighs the teacher's soft targets.
         kd_tau: KD temperature.
         torch_threads: torch intra-op threads per process (default: 1 in each client, the shard's CPUs).
+        u_cut: U-shaped (label-private) training: the second cut m > split_layer; the server runs layers
+            split_layer+1..m only and the client keeps m+1.. with the classifier and the labels (--mode ushaped
+            sets it to just before the classifier; none = not U-shaped).
     """
 
     model: str = field(default="vgg_small", metadata=option(choices=lambda: tuple(MODELS)))
@@ -71,6 +74,7 @@ class SplitConfig:
     kd_alpha: float = 0.5
     kd_tau: float = 1.0
     torch_threads: int | None = field(default=None, metadata=option(flag="threads", none_word="default"))
+    u_cut: int | None = field(default=None, metadata=option(none_word="none"))
 
     def __post_init__(self) -> None:
         spec = get_model(self.model)
@@ -101,6 +105,9 @@ class SplitConfig:
             raise ValueError(f"need kd_alpha in [0, 1] and kd_tau > 0, got {self.kd_alpha}, {self.kd_tau}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.u_cut is not None and self.u_cut <= self.split_layer:
+            raise ValueError(f"u_cut {self.u_cut} must come after split_layer {self.split_layer} (the server runs "
+                             f"the layers between them)")
         self.codec_config()  # validates the codec spec
 
     def codec_config(self) -> CodecConfig:

@@ -13,6 +13,7 @@ from raysplit.data import DATASETS
 from raysplit.training.methods import METHODS, check_budgets, check_network, get_method
 
 EVALUATIONS = ("share", "full")
+NONFINITE = ("skip", "stop")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -51,8 +52,15 @@ class TrainConfig:
         out: run directory (default: runs/<method>).
         tenant: the tenant this run belongs to; carried in records, metric tags, cgroups and every
             wire message.
+        tenant_key_file: file with the tenant's secret key (64 hex digits, mode 600; make one with
+            python -m raysplit.keys PATH); every message carries an HMAC from a key derived from it. Default:
+            $RAYSPLIT_TENANT_KEY, else a fresh key for this run.
         run_id: this run's identity in records and metrics (default: <method>-<time>-<random>).
         progress: show progress bars.
+        on_nonfinite: NaN/Inf in a step's loss, activation or gradient: skip the step (nothing of it is
+            applied; it is counted and logged) or stop the client.
+        resume: continue the run in this directory from its last checkpoint (written with
+            --checkpoint-every); its configuration is read from there.
     """
 
     method: str = field(default="deprune", metadata=option(choices=lambda: tuple(METHODS)))
@@ -76,8 +84,11 @@ class TrainConfig:
     save_model: bool = False
     out: str | None = field(default=None, metadata=option(none_word="auto"))
     tenant: str = "default"
+    tenant_key_file: str | None = field(default=None, metadata=option(none_word="none", metavar="PATH"))
     run_id: str | None = field(default=None, metadata=option(none_word="auto"))
     progress: bool = True
+    on_nonfinite: str = field(default="skip", metadata=option(choices=NONFINITE))
+    resume: str | None = field(default=None, metadata=option(metavar="RUN_DIR"))
 
     def __post_init__(self) -> None:
         m = get_method(self.method)
@@ -108,6 +119,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or {'auto' if name == 'image_size' else 'all'}), got {v}")
+        if self.on_nonfinite not in NONFINITE:
+            raise ValueError(f"unknown on_nonfinite {self.on_nonfinite!r}; choose one of {', '.join(NONFINITE)}")
         if self.evaluate not in EVALUATIONS:
             raise ValueError(f"unknown evaluate {self.evaluate!r}; choose one of {', '.join(EVALUATIONS)}")
         for name in ("tenant", "run_id"):

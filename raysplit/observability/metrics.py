@@ -157,6 +157,36 @@ METRICS: tuple[MetricSpec, ...] = (
         "Share of a shared medium's capacity (a cell, a shard's backhaul) carried over the last interval (0-1).",
         ("tenant", "medium"),
     ),
+    MetricSpec(
+        "raysplit_failures", "counter",
+        "Failures of clients, shards and the scheduler, by the failure policy's decision "
+        "(restart, exclude, raise).",
+        ("tenant", "component", "decision"),
+    ),
+    MetricSpec(
+        "raysplit_recovery_seconds", "histogram",
+        "Time from a failure being noticed until the part is back (restored, replayed, serving).",
+        ("tenant", "component"),
+        LATENCY_BOUNDARIES + (30.0, 60.0),
+    ),
+    MetricSpec(
+        "raysplit_rejected_messages", "counter",
+        "Messages a shard refused (malformed, oversized, unauthenticated, another tenant's, "
+        "wrong shape, unknown client, replayed, bad labels, NaN/Inf), by reason.",
+        ("tenant", "shard", "reason"),
+    ),
+    MetricSpec(
+        "raysplit_duplicate_steps", "counter",
+        "Steps a shard received again (a retry after a restart) and answered from its step "
+        "log without applying them twice.",
+        ("tenant", "shard"),
+    ),
+    MetricSpec(
+        "raysplit_nonfinite_steps", "counter",
+        "Steps with NaN/Inf in a loss, activation or gradient, by where and what was done "
+        "(skip, stop).",
+        ("tenant", "client", "where", "action"),
+    ),
 )
 
 _BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
@@ -338,6 +368,36 @@ class Recorder:
         if not self.enabled:
             return
         self._set("raysplit_medium_utilization", value, {"tenant": str(tenant), "medium": str(medium)})
+
+
+    # -- reliability ---------------------------------------------------------
+
+    def failure(self, component: str, decision: str, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._inc("raysplit_failures", 1, {"tenant": str(tenant), "component": str(component),
+                                           "decision": str(decision)})
+
+    def recovery(self, component: str, seconds: float, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._observe("raysplit_recovery_seconds", seconds, {"tenant": str(tenant), "component": str(component)})
+
+    def rejected(self, shard: str, reason: str, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._inc("raysplit_rejected_messages", 1, {"tenant": str(tenant), "shard": str(shard), "reason": str(reason)})
+
+    def duplicate(self, shard: str, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._inc("raysplit_duplicate_steps", 1, {"tenant": str(tenant), "shard": str(shard)})
+
+    def nonfinite(self, client: str, where: str, action: str, *, tenant: str) -> None:
+        if not self.enabled:
+            return
+        self._inc("raysplit_nonfinite_steps", 1, {"tenant": str(tenant), "client": str(client), "where": str(where),
+                                                  "action": str(action)})
 
 
 def _number(value: Any) -> float | int:

@@ -179,6 +179,11 @@ class Summary:
             with a link, else on the wall clock since the start (None: not reached, or no target).
         target_accuracy: the --target-accuracy asked for.
         link_mode, links: the emulated network (None without one): its mode and one line per link.
+        restarts: the parts that came back after a failure (component, id, seconds, what from).
+        skipped_steps: steps skipped for NaN/Inf (--on-nonfinite skip).
+        duplicate_records: step and evaluation records received again and dropped (replays).
+        rejected_messages: messages the shards refused, by reason.
+        resumed_from: the checkpoint a --resume run continued from.
     """
 
     run: str
@@ -225,6 +230,11 @@ class Summary:
     target_accuracy: float | None = None
     link_mode: str | None = None
     links: list[str] | None = None
+    restarts: list[dict] = field(default_factory=list)
+    skipped_steps: int = 0
+    duplicate_records: int = 0
+    rejected_messages: dict[str, int] = field(default_factory=dict)
+    resumed_from: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

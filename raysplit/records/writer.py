@@ -16,6 +16,12 @@
 The same writer serves the local trainer (called directly) and the cluster (the driver
 feeds it what the actors put into the record buffer), so their outputs compare column by
 column. An epoch row is made once every live client has evaluated that epoch.
+
+Each step is recorded once: a client's step numbers only grow, and a row at or below the
+last step recorded for its client (a restarted client replaying steps whose rows were
+already written) is dropped and counted in ``duplicates``; an evaluation is recorded
+once per client and epoch. Other items (failures, restarts, skipped steps) are kept in
+``events`` and handed to the callbacks.
 """
 
 from __future__ import annotations
@@ -110,6 +116,8 @@ class RunWriter:
     method: the method's name (saved with every model).
     callbacks: observers of rows, epochs and events (progress bars, benchmarks).
     flush_seconds: write pending step rows at least this often.
+    resume: a resumed run (``runtime/resume.py``): models and checkpoints already written
+        stay; the caller hands the kept rows back in with ``put``.
     """
 
     def __init__(
@@ -122,10 +130,11 @@ class RunWriter:
         method: str,
         callbacks: Sequence[Callback] = (),
         flush_seconds: float = 2.0,
+        resume: bool = False,
     ) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        for name in (*TABLES, "models", "checkpoints"):
+        for name in (*TABLES, *(() if resume else ("models", "checkpoints"))):
             shutil.rmtree(self.out / name, ignore_errors=True)
         for name in ("summary.json", "accuracy.png", "bytes.png", "accuracy_time.png", "bytes_clients.png",
                      "report.html"):
@@ -149,9 +158,17 @@ class RunWriter:
         self.transitions: list[dict] = []
         self.models: list[str] = []
         self.checkpoints: list[str] = []
+        if resume:
+            from raysplit.runtime.resume import saved_files
+
+            self.models = saved_files(self.out, "models", "budget_*.pt")
+            self.checkpoints = saved_files(self.out, "checkpoints", "epoch_*")
         self.failed: dict[int, str] = {}
         self.totals = {"bytes_up": 0, "bytes_down": 0, "samples": 0, "steps": 0}
         self.sim_end = math.nan  # the latest emulated clock of any step
+        self.last_step: dict[int, int] = {}  # client -> last step recorded
+        self.duplicates = 0
+        self.events: list = []
 
     # -- input ------------------------------------------------------------------
     def put(self, items: Iterable[Any]) -> None:
@@ -169,6 +186,8 @@ class RunWriter:
             if isinstance(item, EvalRow):
                 self._eval(item)
             elif isinstance(item, Transition):
+                if any(t["epoch"] == item.epoch and t["client"] == item.client for t in self.transitions):
+                    continue  # announced again by a scheduler that restarted
                 self.transitions.append({**item.__dict__, "time": time.time()})
                 for cb in self.callbacks:
                     cb.on_event(item)
@@ -177,6 +196,7 @@ class RunWriter:
             elif isinstance(item, CheckpointSnapshot):
                 self._save_checkpoint(item)
             else:
+                self.events.append(item)
                 for cb in self.callbacks:
                     cb.on_event(item)
         if steps:
@@ -185,6 +205,16 @@ class RunWriter:
             self.flush()
 
     def _steps(self, rows: list[StepRow]) -> None:
+        fresh = []
+        for r in rows:
+            if r.step <= self.last_step.get(r.client, 0):
+                self.duplicates += 1
+                continue
+            self.last_step[r.client] = r.step
+            fresh.append(r)
+        if not fresh:
+            return
+        rows = fresh
         self.steps.append(rows)
         self.step_points.extend(rows)
         for r in rows:
@@ -206,6 +236,9 @@ class RunWriter:
             cb.on_steps(rows)
 
     def _eval(self, row: EvalRow) -> None:
+        if row.client in self._evals.get(row.epoch, {}) or row.epoch < self.next_epoch:
+            self.duplicates += 1  # an evaluation done again by a client that restarted
+            return
         self.evals.append([row])
         self._evals[row.epoch][row.client] = row
         self._complete_epochs()
@@ -275,13 +308,15 @@ class RunWriter:
 
         path = self.out / "models" / f"budget_{snap.budget}.pt"
         save_model(path, split=self.split, method=self.method, snapshot=snap)
-        self.models.append(str(path.relative_to(self.out)))
+        if str(path.relative_to(self.out)) not in self.models:  # saved again by a restart or a resume
+            self.models.append(str(path.relative_to(self.out)))
 
     def _save_checkpoint(self, snap: CheckpointSnapshot) -> None:
         from raysplit.runtime.checkpoint import save_checkpoint
 
         path = save_checkpoint(self.out / "checkpoints" / f"epoch_{snap.epoch}", snap)
-        self.checkpoints.append(str(path.relative_to(self.out)))
+        if str(path.relative_to(self.out)) not in self.checkpoints:
+            self.checkpoints.append(str(path.relative_to(self.out)))
 
     def flush(self) -> None:
         for t in (self.steps, self.evals, self.epochs):

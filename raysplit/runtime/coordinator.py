@@ -13,6 +13,11 @@ its one server directly):
 * ``Record``: events (transitions, barriers, failures) for the run directory;
 * ``AlignClocks``: a barrier passed with emulated clocks: its clients resume at the
   latest of them (the emulated network's medium is told, and their next directives say).
+* ``SnapshotShards``: every live client evaluated an epoch (with ``snapshot_shards``):
+  the shards' recovery snapshots can be taken.
+
+A report is counted once: each carries the sequence number of the directive it answers,
+and one already answered (a scheduler that restarted sees it again) is ignored.
 
 The coordinator also decorates the policy's directives: sequence numbers, what an
 evaluation must collect (a model at a phase end with ``save_on_exit``, a checkpoint every
@@ -40,7 +45,7 @@ from raysplit.budget.policies import (
     Wait,
 )
 from raysplit.training.aggregate import weighted_average
-from raysplit.training.loop import Report
+from raysplit.training.loop import Report, _resolve
 from raysplit.training.methods import Plan
 
 log = logging.getLogger("raysplit.scheduler")
@@ -91,7 +96,14 @@ class ClientFailed:
     error: str
 
 
-Action = SyncShards | ShareAverage | SaveModel | SaveCheckpoint | Record | AlignClocks
+@dataclass(frozen=True)
+class SnapshotShards:
+    """Every live client evaluated ``epoch``: snapshot the shards for recovery."""
+
+    epoch: int
+
+
+Action = SyncShards | ShareAverage | SaveModel | SaveCheckpoint | Record | AlignClocks | SnapshotShards
 
 
 class Coordinator:
@@ -101,14 +113,18 @@ class Coordinator:
     weights: {client: training samples}, the weights of head averaging.
     shards: number of tail replicas (syncs are only asked for with more than one).
     checkpoint_every: collect a checkpoint every this many epochs (0 = never).
+    snapshot_shards: ask for the shards' recovery snapshots after every epoch.
     """
 
     def __init__(self, policy: BudgetPolicy, plan: Plan, weights: dict[int, float], *, shards: int = 1,
-                 checkpoint_every: int = 0) -> None:
+                 checkpoint_every: int = 0, snapshot_shards: bool = False) -> None:
         self.policy, self.plan = policy, plan
         self.weights = dict(weights)
         self.shards = shards
         self.checkpoint_every = checkpoint_every
+        self.snapshot_shards = snapshot_shards
+        self.answered: dict[int, int] = {}            # client -> seq of the last report counted
+        self.evaluated: dict[int, set[int]] = {}      # epoch -> clients that evaluated it (snapshots)
         self.live = set(weights)
         self.failed: dict[int, str] = {}
         self.seq = {c: 0 for c in weights}
@@ -127,6 +143,11 @@ class Coordinator:
         obs = report.obs
         if obs.client != client:
             raise ValueError(f"client {client} sent a report of client {obs.client}")
+        if report.seq:
+            if report.seq <= self.answered.get(client, 0):
+                log.info("client %s: report of directive %s seen before, ignored", client, report.seq)
+                return []
+            self.answered[client] = report.seq
         if obs.sim_time == obs.sim_time:  # not NaN: the run emulates a network
             self.clock[client] = obs.sim_time
         state = report.state or {}
@@ -137,6 +158,8 @@ class Coordinator:
                 self.model_heads.setdefault(obs.epoch, {})[client] = state["modules"]
             if "checkpoint" in state:
                 self.ckpt.setdefault(obs.epoch, {})[client] = state["checkpoint"]
+            if self.snapshot_shards:
+                self.evaluated.setdefault(obs.epoch, set()).add(client)
         return self._handle(self.policy.observe(obs))
 
     def drop(self, client: int, error: str) -> list[Action]:
@@ -167,7 +190,7 @@ class Coordinator:
                 heads = self.heads.pop(ev.epoch, {})
                 ids = sorted(c for c in heads if c in self.live)
                 if ids:
-                    self.averaged = {ev.epoch: weighted_average([heads[c] for c in ids],
+                    self.averaged = {ev.epoch: weighted_average([_resolve(heads[c]) for c in ids],
                                                                 [self.weights[c] for c in ids])}
                     actions.append(ShareAverage(ev.epoch))
         actions += self._completed_collections()
@@ -186,6 +209,10 @@ class Coordinator:
             if self.live and self.live <= set(states):
                 del self.ckpt[epoch]
                 out.append(SaveCheckpoint(epoch, {c: states[c] for c in sorted(self.live)}))
+        for epoch in sorted(self.evaluated):
+            if self.live and self.live <= self.evaluated[epoch]:
+                del self.evaluated[epoch]
+                out.append(SnapshotShards(epoch))
         return out
 
     # -- what a client does next --------------------------------------------------
@@ -212,7 +239,7 @@ class Coordinator:
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "seq": dict(self.seq), "live": sorted(self.live),
                 "failed": dict(self.failed), "transitions": [t.__dict__ for t in self.transitions],
-                "clock": dict(self.clock), "resume": dict(self.resume)}
+                "clock": dict(self.clock), "resume": dict(self.resume), "answered": dict(self.answered)}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -222,3 +249,4 @@ class Coordinator:
         self.transitions = [Transition(**t) for t in state["transitions"]]
         self.clock = {int(c): float(t) for c, t in state.get("clock", {}).items()}
         self.resume = {int(c): float(t) for c, t in state.get("resume", {}).items()}
+        self.answered = {int(c): int(s) for c, s in state.get("answered", {}).items()}

@@ -13,6 +13,7 @@ import torch
 
 from raysplit import codec
 from raysplit.config.split import SplitConfig
+from raysplit.training.guards import check_finite, check_finite_grads
 from raysplit.training.methods import Stage
 from raysplit.training.network import build_network
 from raysplit.training import distill
@@ -27,12 +28,16 @@ class SplitClient:
     client_id: carried in every message; the server echoes it.
     tenant_key: carried in every message (``raysplit.identity.tenant_key``), so a shard can
         refuse another tenant's traffic.
+    key: this client's HMAC key (``raysplit.keys.client_key``): every message it sends is
+        tagged with it, and a gradient without its tag is refused. None: no tags.
     """
 
-    def __init__(self, cfg: SplitConfig, client_id: int = 0, *, tenant_key: int = 0) -> None:
+    def __init__(self, cfg: SplitConfig, client_id: int = 0, *, tenant_key: int = 0, key: bytes | None = None) -> None:
         self.cfg = cfg
         self.client_id = int(client_id)
         self.tenant_key = int(tenant_key)
+        self.key = key
+        self.grad_key = key  # what a gradient's tag is checked with (a replay from a checkpoint: None)
         net = build_network(cfg)
         self.head, self.compressor = net.head, net.compressor
         self.channels = net.channels
@@ -111,6 +116,7 @@ class SplitClient:
         else:
             sel, idx_t = self.compressor(l_n, self.budget)
             idx = None if idx_t is None else idx_t.numpy()
+        check_finite(sel, "activation", f"client {self.client_id} step {step}")
         buf = codec.encode(
             sel.detach().numpy(),
             idx,
@@ -122,6 +128,7 @@ class SplitClient:
             client_id=self.client_id,
             tenant=self.tenant_key,
             cut=self.cfg.split_layer,
+            key=self.key,
         )
         return buf, sel
 
@@ -144,14 +151,14 @@ class SplitClient:
     def _teacher_message(self, x: np.ndarray, step: int) -> bytes:
         t = self.teacher.head(torch.from_numpy(np.require(x, np.float32, ["C", "W"])))
         return codec.encode(t.numpy(), None, tuple(t.shape), self.codec, kind=codec.KIND_ACTIVATION, step=step,
-                            client_id=self.client_id, tenant=self.tenant_key, cut=self.cfg.split_layer)
+                            client_id=self.client_id, tenant=self.tenant_key, cut=self.cfg.split_layer, key=self.key)
 
     def backward(self, grad_buf: bytes) -> dict[str, float]:
         """Apply the server's gradient for the sent channels plus the regularisers' own;
         returns each regulariser's unweighted value by name."""
         if self._pending is None:
             raise RuntimeError(f"client {self.client_id}: gradient received with no step pending")
-        msg = codec.decode(grad_buf)
+        msg = codec.decode(grad_buf, key=self.grad_key)
         step, sel = self._pending
         if msg.kind != codec.KIND_GRADIENT or msg.step != step or msg.client_id != self.client_id:
             raise ValueError(
@@ -177,6 +184,7 @@ class SplitClient:
             if weighted.requires_grad:
                 weighted.backward()
             values[reg.name] = raw
+        check_finite_grads(self.modules.parameters(), f"client {self.client_id} step {step}")
         self.opt.step()
         return values
 

@@ -17,6 +17,7 @@ asked for) until the directive is "done".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from raysplit.identity import Identity
 from raysplit.link.timing import LinkTiming
 from raysplit.records.rows import EvalRow, StepRow
 from raysplit.training.client import SplitClient
+from raysplit.training.guards import NonFiniteError, SkippedStep
 from raysplit.training.methods import Plan
 from raysplit.transport.base import Transport
 
@@ -44,10 +46,13 @@ class Report:
         obs: what it did (all a policy sees).
         state: states the directive asked for: {"modules": ...} for averaging or saving,
             {"checkpoint": ...} to resume from.
+        seq: the sequence number of the directive it answers (a scheduler that restarted
+            and sees a report twice ignores the second).
     """
 
     obs: Observation
     state: dict | None = None
+    seq: int = 0
 
 
 class Scheduler(Protocol):
@@ -76,7 +81,11 @@ def train_step(client: SplitClient, transport: Transport, x, y, *, lr: float, ph
                compute: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[Any, dict, dict]:
     """One split step. Returns (the transport's Exchange, the client's regulariser values,
     the timing of the client's parts in seconds). ``compute`` wraps the client's own
-    computation (the CPU cap counts only that)."""
+    computation (the CPU cap counts only that). A client with a protocol of its own
+    (U-shaped training: ``training/ushaped.py``) runs its ``exchange_step``."""
+    own = getattr(client, "exchange_step", None)
+    if own is not None:
+        return own(transport, x, y, lr=lr, phase=phase, compute=compute)
     t0 = time.perf_counter()
     with compute():
         up = client.forward(x, y)
@@ -95,6 +104,9 @@ def train_step(client: SplitClient, transport: Transport, x, y, *, lr: float, ph
 
 def evaluate(client: SplitClient, transport: Transport, test: ArrayDataset, batch_size: int) -> tuple[int, int, int]:
     """Split inference over ``test``: (correct, total, bytes sent up)."""
+    own = getattr(client, "evaluate_on", None)
+    if own is not None:
+        return own(transport, test, batch_size)
     correct = total = nbytes = 0
     for x, y in batches(test, batch_size, shuffle=False, seed=0):
         inf = transport.infer(client.predict_message(x))
@@ -132,6 +144,14 @@ class ClientLoop:
         metrics: a ``Recorder`` (Prometheus); None = none.
         fail_at_epoch: test hook: raise InjectedFault when training this epoch.
         flush_seconds: hand step rows to the sink at least this often.
+        on_nonfinite: NaN/Inf in a step's loss, activation or gradient: "skip" the step
+            (nothing is applied; a SkippedStep record and a metric say so) or "stop" the
+            client (the error fails it).
+        recovery_point: called with the loop's full state after each evaluation (the
+            state a restarted client resumes from); None = not kept.
+        recovery_bytes: also hand over a recovery point once this many gradient bytes came
+            back since the last one (what bounds the shard's log of this client's replies;
+            0 = only after evaluations).
     """
 
     client: SplitClient
@@ -150,6 +170,10 @@ class ClientLoop:
     metrics: Any = None
     fail_at_epoch: int | None = None
     flush_seconds: float = 1.0
+    on_nonfinite: str = "skip"
+    recovery_point: Callable[[dict], None] | None = None
+    recovery_bytes: int = 0
+    _since_point: int = 0
     epoch: int = -1
     batch: int = 0
     seq: int = 0
@@ -178,6 +202,7 @@ class ClientLoop:
                                     {"modules": self.client.modules_state()})
                 elif d.kind == EVALUATE:
                     report = self.evaluate_epoch(d)
+                report = dataclasses.replace(report, seq=d.seq)
         finally:
             self._put(force=True)
             self.transport.close()
@@ -189,12 +214,13 @@ class ClientLoop:
         c = self.client
         if self.fail_at_epoch == d.epoch:
             raise InjectedFault(f"client {self.id}: injected fault at epoch {d.epoch}")
-        if d.enter_phase:
+        start, stop = d.steps
+        if d.epoch == self.epoch and start < self.batch <= stop:
+            start = self.batch  # a restarted client replayed the first steps of this segment
+        elif d.enter_phase:
             self.enter_phase(d)
         c.set_budget(d.budget)
         c.set_lr(d.lr)
-        cap = self.cap or _NoCap()
-        start, stop = d.steps
         it = batches(self.train, self.batch_size, shuffle=True, seed=self.seed, epoch=d.epoch,
                      max_batches=stop, start=start)  # the policy's steps are within the epoch
         t_seg, sim0 = time.perf_counter(), self.transport.sim_clock()
@@ -202,39 +228,24 @@ class ClientLoop:
         link = dict.fromkeys(("compute_s", "uplink_s", "downlink_s", "latency_s", "wire_bytes_up", "wire_bytes_down"), 0)
         self.epoch = d.epoch
         for i, (x, y) in enumerate(it, start=start):
-            t = time.perf_counter()
-            ex, reg, times = train_step(c, self.transport, x, y, lr=d.lr, phase=d.phase, compute=cap.compute)
-            slept = cap.pace()
-            latency = time.perf_counter() - t
-            lt = self.transport.settle(times, len(y), slept) or LinkTiming.neutral(
-                times["forward_s"] + times["backward_s"], ex.bytes_up, ex.bytes_down)
-            res = ex.reply.result
-            row = StepRow(
-                run=self.identity.run, tenant=self.identity.tenant, client=self.id, shard=self.shard,
-                epoch=d.epoch, batch=i, step=c.step, phase=d.phase, budget=d.budget, lr=d.lr,
-                samples=len(y), bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, loss=res.loss,
-                prune_loss=reg.get("prune", 0.0), correct=res.correct, time=time.time() - self.t0,
-                latency=latency, queue_s=ex.reply.queue_s, server_s=res.compute_s, merged=res.merged, **times,
-                **lt.columns(),
-            )
-            self._rows.append(row)
-            if self.metrics is not None:
-                self.metrics.step(str(self.id), tenant=self.identity.tenant, bytes_up=ex.bytes_up,
-                                  bytes_down=ex.bytes_down, samples=len(y), latency_s=latency, loss=res.loss)
-                if lt.sim_time == lt.sim_time:  # an emulated link
-                    self.metrics.link(str(self.id), tenant=self.identity.tenant, uplink_s=lt.uplink_s,
-                                      downlink_s=lt.downlink_s, wire_up=lt.wire_bytes_up,
-                                      wire_down=lt.wire_bytes_down, sim_time=lt.sim_time)
-            self.batch = i + 1
-            lat.append(latency)
-            n += len(y)
-            loss_sum += res.loss * len(y)
-            up += ex.bytes_up
-            down += ex.bytes_down
+            try:
+                row = self.step(x, y, d.epoch, i, d.phase, d.budget, d.lr, self.transport)
+            except NonFiniteError as e:
+                if self.on_nonfinite != "skip":
+                    raise
+                self._skip(e, d.epoch, i, len(y))
+                continue
+            lat.append(row.latency)
+            n += row.samples
+            loss_sum += row.loss * row.samples
+            up += row.bytes_up
+            down += row.bytes_down
+            self._since_point += row.bytes_down
+            if self.recovery_point is not None and 0 < self.recovery_bytes <= self._since_point:
+                self._recovery_point(self.state_dict())
             for k in link:
-                link[k] += getattr(lt, k)
+                link[k] += getattr(self.last_timing, k)
             self._put()
-        self.samples += n
         self._put(force=True)
         obs = Observation(
             self.id, TRAIN, d.epoch, steps=len(lat), samples=n, seconds=time.perf_counter() - t_seg,
@@ -243,6 +254,51 @@ class ClientLoop:
             sim_seconds=self.transport.sim_clock() - sim0, **link,
         )
         return Report(obs)
+
+    def step(self, x, y, epoch: int, batch: int, phase: int, budget: int, lr: float, transport: Transport) -> StepRow:
+        """One training step of batch ``batch`` of ``epoch`` through ``transport``; records
+        and returns its row."""
+        c = self.client
+        cap = self.cap or _NoCap()
+        t = time.perf_counter()
+        ex, reg, times = train_step(c, transport, x, y, lr=lr, phase=phase, compute=cap.compute)
+        slept = cap.pace()
+        latency = time.perf_counter() - t
+        # the emulated link's cost of the step (neutral without one): kept for the segment's sums
+        lt = self.last_timing = transport.settle(times, len(y), slept) or LinkTiming.neutral(
+            times["forward_s"] + times["backward_s"], ex.bytes_up, ex.bytes_down)
+        res = ex.reply.result
+        row = StepRow(
+            run=self.identity.run, tenant=self.identity.tenant, client=self.id, shard=self.shard,
+            epoch=epoch, batch=batch, step=c.step, phase=phase, budget=budget, lr=lr,
+            samples=len(y), bytes_up=ex.bytes_up, bytes_down=ex.bytes_down, loss=res.loss,
+            prune_loss=reg.get("prune", 0.0), correct=res.correct, time=time.time() - self.t0,
+            latency=latency, queue_s=ex.reply.queue_s, server_s=res.compute_s, merged=res.merged, **times,
+            **lt.columns(),
+        )
+        self._rows.append(row)
+        if self.metrics is not None:
+            self.metrics.step(str(self.id), tenant=self.identity.tenant, bytes_up=ex.bytes_up,
+                              bytes_down=ex.bytes_down, samples=len(y), latency_s=latency, loss=res.loss)
+            if lt.sim_time == lt.sim_time:  # an emulated link
+                self.metrics.link(str(self.id), tenant=self.identity.tenant, uplink_s=lt.uplink_s,
+                                  downlink_s=lt.downlink_s, wire_up=lt.wire_bytes_up,
+                                  wire_down=lt.wire_bytes_down, sim_time=lt.sim_time)
+        self.epoch, self.batch = epoch, batch + 1
+        self.samples += len(y)
+        return row
+
+    def _skip(self, e: NonFiniteError, epoch: int, batch: int, samples: int) -> None:
+        """--on-nonfinite skip: nothing of the step was applied; say so (a record, a metric,
+        a log line) and go on with the next batch."""
+        rec = SkippedStep(self.identity.run, self.identity.tenant, self.id, epoch, batch, self.client.step, samples,
+                          e.where, str(e))
+        self._put(force=True)
+        self.sink.put([rec])
+        if self.metrics is not None:
+            self.metrics.nonfinite(str(self.id), e.where, "skip", tenant=self.identity.tenant)
+        print(f"[raysplit] client {self.id}: step {rec.step} (epoch {epoch}, batch {batch}) skipped: {e}", flush=True)
+        self.epoch, self.batch = epoch, batch + 1
 
     def enter_phase(self, d: Directive) -> None:
         """A new phase: its stage, and its filter reset (resetPrune/resetdePrune)."""
@@ -269,11 +325,19 @@ class ClientLoop:
         state: dict = {}
         if "model" in d.collect:
             state["modules"] = self.client.modules_state()
+        full = self.state_dict() if ("checkpoint" in d.collect or self.recovery_point is not None) else None
         if "checkpoint" in d.collect:
-            state["checkpoint"] = self.state_dict()
+            state["checkpoint"] = full
+        if self.recovery_point is not None:
+            self._recovery_point(full)
         obs = Observation(self.id, EVALUATE, d.epoch, seconds=row.seconds, bytes_up=nbytes, correct=correct,
                           total=total, sim_time=self.transport.sim_clock())
         return Report(obs, state or None)
+
+    def _recovery_point(self, state: dict) -> None:
+        self._put(force=True)  # the rows up to it are on their way before the point is
+        self.recovery_point(state)
+        self._since_point = 0
 
     # -- records ----------------------------------------------------------------
     def _put(self, force: bool = False) -> None:

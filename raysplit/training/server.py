@@ -27,10 +27,12 @@ import numpy as np
 import torch
 
 from raysplit import codec
+from raysplit.codec.format import unpack_header
 from raysplit.config.split import SplitConfig
 from raysplit.models.whole import whole_model
 from raysplit.models.bottleneck import features
 from raysplit.training import distill
+from raysplit.training.guards import Malformed, NonFiniteError, Refused, check_finite, check_finite_grads
 from raysplit.training.methods import Plan, Stage
 from raysplit.training.network import build_network, resolve_device
 from raysplit.training.objectives import Outputs, distill_loss, task_loss
@@ -63,7 +65,9 @@ class ServerResult:
 
 
 class SplitServer:
-    """Args:
+    """The server half: decompressor + tail + the task loss.
+
+    Args:
     cfg: the split network's configuration (same on every client and shard).
     shard_id: this replica's number.
     device: "auto" (CUDA if visible, else CPU), "cpu" or "cuda".
@@ -71,15 +75,22 @@ class SplitServer:
     tenant_key: messages of another tenant are refused.
     cuts: None: serve the one cut ``cfg.split_layer``; a sequence of cuts: hold the whole
         model (no compression module) and start each message from its cut, one of these.
+    keyring: the tenant's keys (``raysplit.keys.Keyring``): a message must carry the tag of
+        the client its header names, and gradients go back tagged with that client's key.
+        None: no tags.
     """
+
+    #: message kinds a training call takes (admission refuses others before decoding)
+    kinds = (codec.KIND_ACTIVATION,)
 
     def __init__(
         self, cfg: SplitConfig, shard_id: int = 0, device: str = "cpu", *, plan: Plan | None = None,
-        tenant_key: int = 0, cuts: Sequence[int] | None = None,
+        tenant_key: int = 0, cuts: Sequence[int] | None = None, keyring=None,
     ) -> None:
         self.cfg = cfg
         self.shard_id = shard_id
         self.tenant_key = int(tenant_key)
+        self.keyring = keyring
         self.device = resolve_device(device)
         self.whole = None
         if cuts is None:
@@ -146,29 +157,42 @@ class SplitServer:
 
     def _check(self, msg: codec.Message, want_labels: bool) -> None:
         if msg.kind != codec.KIND_ACTIVATION:
-            raise ValueError(f"message from client {msg.client_id} is not an activation (kind {msg.kind})")
+            raise Refused("kind", f"message from client {msg.client_id} is not an activation (kind {msg.kind})")
         if msg.tenant != self.tenant_key:
-            raise ValueError(
+            raise Refused(
+                "tenant",
                 f"message from client {msg.client_id} belongs to tenant key {msg.tenant}; this shard serves "
-                f"{self.tenant_key}"
+                f"{self.tenant_key}",
             )
         if msg.cut not in self.cuts:
             where = (f"runs from layer {self.cfg.split_layer}" if self.whole is None else
                      f"starts from cuts {', '.join(map(str, self.cuts))}")
-            raise ValueError(f"message from client {msg.client_id} was cut after layer {msg.cut}; this shard {where}")
+            raise Refused("cut",
+                          f"message from client {msg.client_id} was cut after layer {msg.cut}; this shard {where}")
         want = self.wire_shape if self.whole is None else self.whole.shapes[msg.cut]
         if tuple(msg.shape[1:]) != tuple(want):
-            raise ValueError(
+            raise Refused(
+                "shape",
                 f"message from client {msg.client_id} has shape {msg.shape[1:]}, this shard expects {tuple(want)}"
-                + ("" if self.whole is None else f" at cut {msg.cut}")
+                + ("" if self.whole is None else f" at cut {msg.cut}"),
             )
+        if msg.values.size and not np.isfinite(msg.values.sum()) and not np.isfinite(msg.values).all():
+            raise Refused("nonfinite", f"message from client {msg.client_id} step {msg.step} holds NaN/Inf values")
         if want_labels and msg.labels is None:
-            raise ValueError(f"training message from client {msg.client_id} step {msg.step} carries no labels")
+            raise Refused("labels", f"training message from client {msg.client_id} step {msg.step} carries no labels")
         if msg.labels is not None and ((msg.labels < 0).any() or (msg.labels >= self.cfg.num_classes).any()):
-            raise ValueError(
+            raise Refused(
+                "labels",
                 f"labels from client {msg.client_id} outside 0..{self.cfg.num_classes - 1}: "
                 f"{np.unique(msg.labels[(msg.labels < 0) | (msg.labels >= self.cfg.num_classes)])[:5]}"
             )
+
+    def verify(self, buf) -> codec.Message:
+        """Decode and check a training message without computing anything (a retry is
+        answered from the step log only if it is authentic)."""
+        msg = decode(distill.unbundle(buf)[0], self.keyring)
+        self._check(msg, want_labels=True)
+        return msg
 
     def _dense_input(self, msg: codec.Message, values: torch.Tensor) -> torch.Tensor:
         if self.whole is not None and _wire_indices(msg.indices, msg.shape[1]) is not None:
@@ -219,7 +243,7 @@ class SplitServer:
         for m, buf in zip(msgs, teachers):
             if buf is None:
                 raise ValueError(f"distillation step {m.step} of client {m.client_id} carries no teacher activation")
-            t = codec.decode(buf)
+            t = decode(buf, self.keyring)
             same = (t.kind, t.step, t.client_id, t.tenant, t.cut) == (m.kind, m.step, m.client_id, m.tenant, m.cut)
             if not same or tuple(t.shape) != (m.shape[0], *self.target_shape):
                 raise ValueError(
@@ -236,7 +260,7 @@ class SplitServer:
         message, its gradient message and what the step measured."""
         t0 = time.perf_counter()
         parts = [distill.unbundle(b) for b in buffers]
-        msgs = [codec.decode(a) for a, _ in parts]
+        msgs = [decode(a, self.keyring) for a, _ in parts]
         for m in msgs:
             self._check(m, want_labels=True)
         self._enter(phase)
@@ -264,16 +288,18 @@ class SplitServer:
         total = torch.stack(losses).sum()
         if not torch.isfinite(total):
             bad = [(m.client_id, m.step) for m, l in zip(msgs, losses) if not torch.isfinite(l)]
-            raise FloatingPointError(f"non-finite loss for (client, step) {bad}")
+            raise NonFiniteError("loss", f"(client, step) {bad}")
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         if len(msgs) > 1:
             for p in self.modules.parameters():
                 if p.grad is not None:
                     p.grad /= len(msgs)
-        self.opt.step()
-        self._weights_changed()
-        self.steps += 1
+        # Everything that can fail happens before the optimizer step, so a failed step
+        # changes nothing (the shard then retries its messages one by one).
+        for m, leaf in zip(msgs, leaves):
+            check_finite(leaf.grad, "gradient", f"shard {self.shard_id}, client {m.client_id} step {m.step}")
+        check_finite_grads(self.modules.parameters(), f"shard {self.shard_id}, the tail")
         correct = (logits.detach().argmax(1) == labels).cpu().numpy()
         grads = [
             codec.encode(
@@ -286,9 +312,13 @@ class SplitServer:
                 client_id=m.client_id,
                 tenant=self.tenant_key,
                 cut=m.cut,
+                key=None if self.keyring is None else self.keyring.client_key(m.client_id),
             )
             for m, leaf in zip(msgs, leaves)
         ]
+        self.opt.step()
+        self._weights_changed()
+        self.steps += 1
         seconds = time.perf_counter() - t0
         return [
             ServerResult(m.client_id, m.step, g, float(l.detach()), int(correct[a:b].sum()), int(b - a), seconds,
@@ -301,8 +331,10 @@ class SplitServer:
         """Inference: class predictions for each message (eval mode, nothing is learned).
         The messages run through the tail as one batch; a channel-major message cut short
         runs on the channels that arrived, zeros elsewhere. With ``key``, a message whose
-        HMAC tag is missing or wrong is refused."""
-        return self.predict_messages([codec.decode(b, key=key) for b in buffers])
+        HMAC tag is missing or wrong is refused; without it, the server's keyring (if any)
+        checks each message's tag as in training."""
+        return self.predict_messages([codec.decode(b, key=key) if key is not None else decode(b, self.keyring)
+                                      for b in buffers])
 
     @torch.no_grad()
     def predict_messages(self, msgs: list[codec.Message]) -> list[np.ndarray]:
@@ -347,6 +379,22 @@ class SplitServer:
         self.opt.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
         self.rng.load_state_dict(state["rng"])
+
+
+def decode(buf, keyring=None) -> codec.Message:
+    """``codec.decode`` with the key of the client the header names (with a keyring), its
+    refusals named: unauthenticated (no tag, or not this tenant's), NaN/Inf, or malformed."""
+    try:
+        key = None
+        if keyring is not None:
+            header, _ = unpack_header(memoryview(buf))
+            key = keyring.client_key(header.client_id)
+        return codec.decode(buf, key=key)
+    except (codec.CodecError, TypeError) as e:
+        text = str(e)
+        reason = ("unauthenticated" if ("HMAC" in text or "tag" in text) else
+                  "nonfinite" if "NaN" in text else "malformed")
+        raise Malformed(reason, text) from None
 
 
 def _wire_indices(indices: np.ndarray, channels: int) -> np.ndarray | None:

@@ -4,6 +4,10 @@ Each hosted client is a :class:`~raysplit.training.loop.ClientLoop` (the same lo
 local trainer runs) on a compute thread of its own, with the Ray shard transport, the
 scheduler actor and the record buffer as its seams. Compute is capped (``CpuCap``) to
 emulate a weak device.
+
+With recovery on, each client hands its shard its full state after every evaluation (its
+recovery point); ``resume`` rebuilds a client that failed, from that state and the
+replies the shard logged since (``runtime/recovery.py``), and runs it on.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 
@@ -22,9 +26,10 @@ from raysplit.observability.metrics import Recorder
 from raysplit.runtime.actors.buffer import BufferSink
 from raysplit.runtime.cpu_cap import CpuCap
 from raysplit.runtime.threads import compute_thread
-from raysplit.training.client import SplitClient
-from raysplit.training.loop import ClientLoop, ClientResult, Report
+from raysplit.runtime.recovery import Restarted, StoreHeldScheduler, _announce, recover_client
+from raysplit.training.loop import ClientLoop, ClientResult
 from raysplit.training.methods import Plan
+from raysplit.training.ushaped import client_half
 from raysplit.transport.ray_shard import RayShardTransport
 
 
@@ -37,6 +42,8 @@ class ClientSpec:
         test_x, test_y: its evaluation share.
         shard: the shard actor it trains against, and that shard's number.
         link: its place behind the emulated network (None: no link emulated).
+        steps_per_epoch: its batches per epoch (where a step number falls in the data).
+        key: its HMAC key (``raysplit.keys``; None: untagged messages).
     """
 
     train_x: object
@@ -46,6 +53,8 @@ class ClientSpec:
     shard: object
     shard_id: int
     link: object = None
+    steps_per_epoch: int = 0
+    key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class LoopSettings:
         batch_size, seed: batching.
         t0: the run's start (time.time()).
         fail_client: test hook (client, epoch) that raises there.
+        on_nonfinite: "skip" or "stop" (``ClientLoop.on_nonfinite``).
+        recovery: hand the shard a recovery point after every evaluation.
     """
 
     dataset: str
@@ -65,16 +76,8 @@ class LoopSettings:
     seed: int
     t0: float
     fail_client: tuple[int, int] | None = None
-
-
-class RemoteScheduler:
-    """The scheduler actor as a loop's ``Scheduler``: a blocking call."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def next(self, client: int, report: Report | None):
-        return ray.get(self.handle.next.remote(client, report))
+    on_nonfinite: str = "skip"
+    recovery: bool = False
 
 
 class _SharedCap:
@@ -91,6 +94,13 @@ class _SharedCap:
             return self.cap.pace()
 
 
+# A client hands its shard a new recovery point once this many bytes of gradient replies
+# came back since its last one (and after every evaluation): the shard's log of one
+# client stays under about this size, at the price of one state (~1.8 MB for vgg_small's
+# head and compressor, with momentum) per this many bytes.
+RECOVERY_BYTES = 8 << 20
+
+
 class ClientHost:
     """Args:
     split: the split network (its torch_threads: each client's threads).
@@ -104,30 +114,41 @@ class ClientHost:
 
     def __init__(self, split: SplitConfig, plan: Plan, clients: dict[int, ClientSpec], scheduler, buffer,
                  identity: Identity, settings: LoopSettings, cpu_cap: float | None = None,
-                 cap_mechanism: str = "auto") -> None:
+                 cap_mechanism: str = "auto", store=None) -> None:
         self.ids = sorted(clients)
         cap = None if cpu_cap is None else cpu_cap * len(self.ids)
         self.cap = CpuCap(cap, cap_mechanism, name=identity.cgroup_name(f"c{self.ids[0]}"),
                           per_thread=len(self.ids) > 1)
-        shared = _SharedCap(self.cap, threading.Lock())
-        sink, sched, metrics = BufferSink(buffer), RemoteScheduler(scheduler), Recorder()
+        self.shared_cap = _SharedCap(self.cap, threading.Lock())
+        self.split, self.plan, self.identity, self.settings, self.specs = split, plan, identity, settings, clients
+        self.sink, self.metrics = BufferSink(buffer), Recorder()
+        self.sched = StoreHeldScheduler(scheduler, store)
         # Each client's torch work runs on a thread of its own (see compute_thread).
         self.compute = {c: compute_thread(f"client{c}", split.torch_threads or 1) for c in self.ids}
-        self.loops: dict[int, ClientLoop] = {}
+        self.data = {}
         for c, spec in clients.items():
-            client = self.compute[c].submit(SplitClient, split, c, tenant_key=identity.tenant_key).result()
-            train = ArrayDataset(settings.dataset, ray.get(spec.train_x), ray.get(spec.train_y), settings.num_classes)
-            test = ArrayDataset(settings.dataset, ray.get(spec.test_x), ray.get(spec.test_y), settings.num_classes)
-            fail = settings.fail_client[1] if settings.fail_client and settings.fail_client[0] == c else None
-            transport = RayShardTransport(spec.shard)
-            if spec.link is not None:  # an EmulatedLink (raysplit.transport.emulated)
-                transport = spec.link.wrap(transport, c)
-            self.loops[c] = ClientLoop(
-                client=client, train=train, test=test, plan=plan, transport=transport,
-                scheduler=sched, sink=sink, identity=identity, shard=spec.shard_id,
-                batch_size=settings.batch_size, seed=settings.seed,
-                t0=settings.t0, cap=shared, metrics=metrics, fail_at_epoch=fail,
-            )
+            n = settings.num_classes
+            self.data[c] = (ArrayDataset(settings.dataset, ray.get(spec.train_x), ray.get(spec.train_y), n),
+                            ArrayDataset(settings.dataset, ray.get(spec.test_x), ray.get(spec.test_y), n))
+        self.loops: dict[int, ClientLoop] = {c: self.compute[c].submit(self._make_loop, c).result() for c in self.ids}
+
+    def _make_loop(self, c: int) -> ClientLoop:
+        """A fresh client and its loop (on its compute thread)."""
+        spec, st = self.specs[c], self.settings
+        client = client_half(self.split, c, tenant_key=self.identity.tenant_key, key=spec.key)
+        train, test = self.data[c]
+        fail = st.fail_client[1] if st.fail_client and st.fail_client[0] == c else None
+        point = (lambda state, shard=spec.shard, c=c: shard.recovery_point.remote(c, state)) if st.recovery else None
+        transport = RayShardTransport(spec.shard)
+        if spec.link is not None:  # an EmulatedLink (raysplit.transport.emulated)
+            transport = spec.link.wrap(transport, c)
+        return ClientLoop(
+            client=client, train=train, test=test, plan=self.plan, transport=transport,
+            scheduler=self.sched, sink=self.sink, identity=self.identity, shard=spec.shard_id,
+            batch_size=st.batch_size, seed=st.seed, t0=st.t0, cap=self.shared_cap, metrics=self.metrics,
+            fail_at_epoch=fail, on_nonfinite=st.on_nonfinite, recovery_point=point,
+            recovery_bytes=RECOVERY_BYTES if st.recovery else 0,
+        )
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "clients": self.ids, "cap": self.cap.mechanism,
@@ -142,6 +163,23 @@ class ClientHost:
     def run(self, client: int) -> ClientResult:
         """Walk the schedule with this client until it is done."""
         return self._on(client, self.loops[client].run)
+
+    def _recover(self, c: int) -> Restarted:
+        t0 = time.perf_counter()
+        loop = self._make_loop(c)
+        loop.fail_at_epoch = None  # the test hook fires once
+        spec = self.specs[c]
+        detail, replayed = recover_client(loop, spec.shard, spec.steps_per_epoch)
+        self.loops[c] = loop
+        return Restarted("client", c, time.perf_counter() - t0, detail, replayed, loop.client.step)
+
+    def resume(self, client: int, announce: bool = True) -> ClientResult:
+        """After a failure (or in a resumed run): rebuild the client from its recovery point
+        and its shard's step log, then walk the rest of the schedule."""
+        event = self._on(client, self._recover, client)
+        if announce:
+            _announce(self.sink.buffer, event)
+        return self.run(client)
 
     def state_dict(self, client: int) -> dict:
         return self._on(client, self.loops[client].state_dict)

@@ -4,12 +4,18 @@ Clients call ``next`` with their report and wait in it while their policy says W
 every report wakes the waiters. The actions a report causes (replica syncs, averaging,
 model and checkpoint saves) are performed before anyone moves on: while one is being
 performed, every ``next`` waits.
+
+With a state store, the scheduler journals its state there before it answers anyone
+(``runtime/recovery.py``): a restarted scheduler reloads the budget, every client's
+progress and the actions in progress, and Ray retries the clients' calls against it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 
 import ray
 
@@ -24,8 +30,10 @@ from raysplit.runtime.coordinator import (
     SaveCheckpoint,
     SaveModel,
     ShareAverage,
+    SnapshotShards,
     SyncShards,
 )
+from raysplit.runtime.recovery import Restarted, SchedulerJournal, _announce, held_refs
 from raysplit.training.aggregate import weighted_average
 from raysplit.training.loop import Report
 from raysplit.training.methods import Plan
@@ -53,21 +61,36 @@ class Scheduler:
     def __init__(self, policy: str, plan: Plan, steps_per_epoch: dict[int, int], weights: dict[int, float],
                  identity: Identity, shards: list, shard_sync: str, buffer, *, segment_steps: int = 0,
                  aggregate: bool = False, checkpoint_every: int = 0, clocks=None,
-                 policy_options: dict | None = None) -> None:
+                 policy_options: dict | None = None, store=None) -> None:
+        t0 = time.perf_counter()
         p = make_policy(policy, plan, steps_per_epoch, segment_steps=segment_steps, aggregate=aggregate,
                         options=policy_options)
         self.clocks = clocks
-        self.core = Coordinator(p, plan, weights, shards=len(shards), checkpoint_every=checkpoint_every)
+        self.core = Coordinator(p, plan, weights, shards=len(shards), checkpoint_every=checkpoint_every,
+                                snapshot_shards=store is not None)
         self.identity = identity
         self.shards, self.shard_sync, self.buffer = shards, shard_sync, buffer
+        self.store = store
+        self.journal = None if store is None else SchedulerJournal(store)
         self.metrics = Recorder()
         self.cond = asyncio.Condition()
         self.busy = 0
+        self.redo: list = []  # actions a restarted scheduler performs again
         first = plan.phases[0].budget
         for c in steps_per_epoch:
             self.metrics.budget(str(c), first, tenant=identity.tenant)
+        if self.journal is not None and ray.get_runtime_context().was_current_actor_reconstructed:
+            pending = self.journal.load(self.core)
+            self.redo = list(pending or [])
+            progress = self.core.policy.progress()
+            detail = ("its journal: epochs done " + ", ".join(f"{c}: {e}" for c, e in progress.items())
+                      + f", {len(self.redo)} actions to perform again") if pending is not None else "nothing journalled"
+            _announce(buffer, Restarted("scheduler", 0, time.perf_counter() - t0, detail))
 
     async def next(self, client: int, report: Report | None) -> Directive:
+        if self.redo:
+            redo, self.redo = self.redo, []
+            await self._perform(redo)
         await self._perform(self.core.report(client, report))
         held = False
         async with self.cond:
@@ -98,18 +121,35 @@ class Scheduler:
     async def state_dict(self) -> dict:
         return self.core.state_dict()
 
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's scheduler state (``--resume``)."""
+        self.core.load_state_dict(state)
+        if self.journal is not None:
+            await self.journal.save(self.core)
+
     # -- actions ------------------------------------------------------------------
     async def _perform(self, actions: list) -> None:
+        # Nobody may be handed a directive while the actions of a report are pending: mark
+        # busy before the first await.
+        self.busy += bool(actions)
+        ids = [] if self.journal is None else self.journal.add(actions)
+        if self.journal is not None:  # write-ahead: the state, and what is still to be done
+            await self.journal.save(self.core)
         if not actions:
             async with self.cond:
                 self.cond.notify_all()
             return
-        self.busy += 1
         try:
             for a in actions:
                 await self._do(a)
         finally:
             self.busy -= 1
+            if self.journal is not None:
+                self.journal.done(ids)
+                await self.journal.save(self.core)
             async with self.cond:
                 self.cond.notify_all()
 
@@ -117,18 +157,35 @@ class Scheduler:
         if isinstance(a, SyncShards):
             await self._sync_shards()
         elif isinstance(a, ShareAverage):
-            # One copy in the object store, read by every client (not one per reply).
-            self.core.averaged[a.epoch] = ray.put(self.core.averaged[a.epoch])
+            # One copy in the object store, read by every client (not one per reply);
+            # held by the state store when there is one, so it outlives this actor.
+            avg = self.core.averaged.get(a.epoch)
+            if avg is not None and not isinstance(avg, ray.ObjectRef):
+                self.core.averaged[a.epoch] = (ray.put(avg) if self.store is None
+                                               else (await self.store.hold.remote(avg))[0])
         elif isinstance(a, SaveModel):
             server = await self.shards[0].modules_state.remote()
-            self.buffer.put.remote([ModelSnapshot(a.phase, a.budget, a.epoch, a.heads, server)])
+            heads = {c: await _fetch(h) for c, h in a.heads.items()}
+            self.buffer.put.remote([ModelSnapshot(a.phase, a.budget, a.epoch, heads, server)])
+            await self._release(a.heads)
         elif isinstance(a, SaveCheckpoint):
             shards = await asyncio.gather(*[s.state_dict.remote() for s in self.shards])
-            snap = CheckpointSnapshot(a.epoch, a.clients, list(shards), self.core.state_dict())
+            clients = {c: await _fetch(st) for c, st in a.clients.items()}
+            # The shards hold each client's latest recovery state and the steps logged since:
+            # together with the shards' own state, a consistent cut, whatever the policy.
+            for st in shards:
+                clients.update(st.pop("recovery", {}))
+            snap = CheckpointSnapshot(a.epoch, clients, list(shards), self.core.state_dict())
             self.buffer.put.remote([snap])
+            await self._release(a.clients)
         elif isinstance(a, AlignClocks):
             if self.clocks is not None:
                 await self.clocks.release.remote(list(a.clients), a.time)
+        elif isinstance(a, SnapshotShards):
+            # Each shard takes its snapshot between two of its own steps (it is consistent in
+            # itself), so nobody waits for it.
+            for s in self.shards:
+                s.snapshot.remote(self.store)
         elif isinstance(a, Record):
             for item in a.items:
                 if hasattr(item, "to_budget"):
@@ -143,6 +200,11 @@ class Scheduler:
         else:  # pragma: no cover - every action type is handled above
             raise TypeError(f"unknown action {a!r}")
 
+    async def _release(self, states: dict) -> None:
+        refs = held_refs(states)
+        if refs and self.store is not None:
+            await self.store.release.remote(refs)
+
     async def _sync_shards(self) -> None:
         if self.shard_sync == "allreduce":
             await asyncio.gather(*[s.allreduce.remote() for s in self.shards])
@@ -150,6 +212,11 @@ class Scheduler:
         states = await asyncio.gather(*[s.modules_state.remote() for s in self.shards])
         avg = ray.put(weighted_average(list(states), [1.0] * len(states)))
         await asyncio.gather(*[s.load_modules_state.remote(avg) for s in self.shards])
+
+
+async def _fetch(value):
+    """A state handed in directly, or held in the store (a reference)."""
+    return await value if isinstance(value, ray.ObjectRef) else value
 
 
 SchedulerActor = ray.remote(Scheduler)

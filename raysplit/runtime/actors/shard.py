@@ -3,13 +3,23 @@
 The actor is async: ``train`` calls from many clients queue up while the previous merged
 step computes on the shard's single compute thread, and the next step takes everything
 of one phase that arrived (up to ``max_merge``) as one forward/backward. If a merged
-step fails, each message is retried alone so that only the faulty client's call fails.
+step fails, each message is retried alone so that only the faulty client's call fails
+(a failed step changes nothing, so the retry cannot apply anything twice).
+
+Before a message queues it is admitted (``runtime/admission.py``: size, header, client,
+step); a refused message is counted (``raysplit_rejected_messages``) and only its caller
+gets the error. Steps are idempotent: each applied step is recorded in the shard's
+``StepLog``, so a retried step gets its first reply. With recovery on, the log also keeps
+the replies since each client's recovery point, which the shard holds too; a restarted
+client rebuilds itself from both, and a restarted shard reloads its last snapshot from
+the state store and copies a live replica's modules (``runtime/recovery.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 
 import numpy as np
@@ -19,9 +29,13 @@ import torch
 from raysplit.config.split import SplitConfig
 from raysplit.identity import Identity
 from raysplit.observability.metrics import Recorder
+from raysplit.runtime.admission import admit, server_max_bytes
+from raysplit.runtime.recovery import restore_shard
+from raysplit.runtime.steplog import StepLog, last_seq
 from raysplit.runtime.threads import compute_thread
+from raysplit.training.guards import Refused
 from raysplit.training.methods import Plan
-from raysplit.training.server import SplitServer
+from raysplit.training.ushaped import server_half
 from raysplit.transport.base import Reply
 
 
@@ -35,10 +49,20 @@ class Shard:
     device: "auto", "cpu" or "cuda".
     cuts: None: the tail after ``cfg.split_layer``; cuts: the whole model, each message
         starting from its own cut (``SplitServer``).
+    clients: the client ids it serves (None: any); others' messages are refused.
+    max_batch: the run's batch size: larger messages are refused unread.
+    recovery: keep every step's reply since each client's recovery point (else only the last).
+    store, buffer: the state store (a restarted shard reloads its snapshot from it) and the
+        record buffer (where it announces its restart).
+    keyring: the tenant's keys (``raysplit.keys.Keyring``): messages without their client's
+        tag are refused.
     """
 
     def __init__(self, cfg: SplitConfig, plan: Plan | None, shard_id: int, identity: Identity, max_merge: int = 32,
-                 device: str = "auto", cuts: tuple[int, ...] | None = None) -> None:
+                 device: str = "auto", cuts: tuple[int, ...] | None = None, *, clients: list[int] | None = None,
+                 max_batch: int | None = None, recovery: bool = False, store=None, buffer=None,
+                 keyring=None) -> None:
+        t0 = time.perf_counter()
         self.shard_id = shard_id
         self.name = str(shard_id)
         self.identity = identity
@@ -46,25 +70,74 @@ class Shard:
         # All torch work, the model's construction included, on one thread (compute_thread).
         self.pool = compute_thread(f"shard{shard_id}", cfg.torch_threads or torch.get_num_threads())
         self.server = self.pool.submit(
-            SplitServer, cfg, shard_id, device, plan=plan, tenant_key=identity.tenant_key, cuts=cuts
+            server_half, cfg, shard_id, device, plan=plan, tenant_key=identity.tenant_key, keyring=keyring,
+            **({} if cuts is None else {"cuts": cuts}),
         ).result()
         self.queue: collections.deque = collections.deque()
         self.draining = False
         self.metrics = Recorder()
         self.merged: list[int] = []  # micro-batches per step, for the summary
         self._dist = False
+        self.clients = None if clients is None else frozenset(int(c) for c in clients)
+        self.max_bytes = server_max_bytes(self.server, max_batch or 4096)
+        self.log = StepLog(keep=recovery)
+        self.recovery_states: dict[int, dict] = {}  # client -> its loop state at its last recovery point
+        self.inflight: dict[tuple[int, int], asyncio.Future] = {}
+        self.rejected: collections.Counter = collections.Counter()
+        if store is not None and _reconstructed():
+            restore_shard(self, store, buffer, t0)
 
     async def ready(self) -> dict:
-        return {"shard": self.shard_id, "device": str(self.server.device), "node": ray.get_runtime_context().get_node_id()}
+        return {"shard": self.shard_id, "device": str(self.server.device), "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
 
     async def train(self, buf: bytes, lr: float, phase: int) -> Reply:
+        try:
+            ticket = admit(buf, max_bytes=self.max_bytes, clients=self.clients, log=self.log, kinds=self.server.kinds)
+        except Refused as e:
+            self._refused(e)
+            raise
+        key = (ticket.client, ticket.step)
+        if ticket.cached is not None or key in self.inflight:  # a retry: never applied twice
+            try:
+                self.server.verify(buf)  # only an authentic message gets a logged reply
+            except Refused as e:
+                self._refused(e)
+                raise
+            self.metrics.duplicate(self.name, tenant=self.identity.tenant)
+            return ticket.cached if ticket.cached is not None else await asyncio.shield(self.inflight[key])
         fut = asyncio.get_running_loop().create_future()
+        self.inflight[key] = fut
         self.queue.append((buf, lr, phase, fut, time.perf_counter()))
         self.metrics.queue_depth(self.name, len(self.queue), tenant=self.identity.tenant)
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
-        return await fut
+        try:
+            reply = await asyncio.shield(fut)
+        finally:
+            self.inflight.pop(key, None)
+        return reply
+
+    def _refused(self, e: Refused) -> None:
+        self.rejected[e.reason] += 1
+        self.metrics.rejected(self.name, e.reason, tenant=self.identity.tenant)
+
+    def _step(self, items: list, lr: float, phase: int) -> list[Reply]:
+        """One server step over ``items`` (buf, lr, phase, future, queued), on the compute
+        thread; every applied step goes into the step log in the same breath, so the log
+        always matches the tail's state (the log is only touched on this thread)."""
+        started = time.perf_counter()
+        results = self.server.train_step([it[0] for it in items], lr, phase)
+        replies = [Reply(res, started - it[4]) for it, res in zip(items, results)]
+        for r in replies:
+            self.log.record(r.result.client_id, r.result.step, r)
+        return replies
+
+    def _fail(self, fut: asyncio.Future, error: BaseException) -> None:
+        if isinstance(error, Refused):
+            self._refused(error)
+        fut.set_exception(error)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -87,24 +160,22 @@ class Shard:
                 self.metrics.queue_depth(self.name, len(self.queue), tenant=self.identity.tenant)
                 self.metrics.shard_batch(self.name, len(batch), tenant=self.identity.tenant)
                 lr = float(np.mean([b[1] for b in batch]))
-                started = time.perf_counter()
                 try:
-                    results = await self._run(self.server.train_step, [b[0] for b in batch], lr, batch[0][2])
+                    replies = await self._run(self._step, batch, lr, batch[0][2])
                     self.merged.append(len(batch))
-                    for (_, _, _, fut, queued), res in zip(batch, results):
-                        fut.set_result(Reply(res, started - queued))
+                    for item, reply in zip(batch, replies):
+                        item[3].set_result(reply)
                 except Exception as merged_error:  # noqa: BLE001 - isolate the faulty message
                     if len(batch) == 1:
-                        batch[0][3].set_exception(merged_error)
+                        self._fail(batch[0][3], merged_error)
                         continue
-                    for buf, lr1, phase, fut, queued in batch:
+                    for item in batch:
                         try:
-                            started = time.perf_counter()
-                            (res,) = await self._run(self.server.train_step, [buf], lr1, phase)
+                            (reply,) = await self._run(self._step, [item], item[1], item[2])
                             self.merged.append(1)
-                            fut.set_result(Reply(res, started - queued))
+                            item[3].set_result(reply)
                         except Exception as e:  # noqa: BLE001
-                            fut.set_exception(e)
+                            self._fail(item[3], e)
         finally:
             self.draining = False
 
@@ -119,11 +190,50 @@ class Shard:
     async def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
         await self._run(self.server.load_modules_state, state)
 
+    def _state(self) -> dict:
+        return {**self.server.state_dict(), "log": self.log.state_dict(), "recovery": dict(self.recovery_states)}
+
+    def _load(self, state: dict) -> None:
+        self.server.load_state_dict(state)
+        if "log" in state:
+            self.log.load_state_dict(state["log"])
+        self.recovery_states = {int(c): s for c, s in state.get("recovery", {}).items()}
+
     async def state_dict(self) -> dict:
-        return await self._run(self.server.state_dict)
+        """The server half's full state, the step log and the clients' recovery points."""
+        return await self._run(self._state)
 
     async def load_state_dict(self, state: dict) -> None:
-        await self._run(self.server.load_state_dict, state)
+        await self._run(self._load, state)
+
+    # -- recovery -------------------------------------------------------------------
+    def _recovery_point(self, client: int, state: dict) -> None:
+        self.recovery_states[client] = state
+        self.log.forget(client, last_seq(state))
+
+    async def recovery_point(self, client: int, state: dict) -> None:
+        """Hold ``client``'s loop state (after an evaluation) and drop its logged replies
+        up to that state's step (on the compute thread, in order with the steps)."""
+        await self._run(self._recovery_point, int(client), state)
+
+    async def recovery(self, client: int) -> tuple[dict | None, list]:
+        """What a restarted client rebuilds itself from: its last recovery state (None:
+        none yet, start from the initial one) and the replies logged since."""
+        def read():
+            state = self.recovery_states.get(client)
+            return state, self.log.since(client, 0 if state is None else last_seq(state))
+
+        return await self._run(read)
+
+    async def snapshot(self, store) -> int:
+        """Put this shard's full state in the state store (what a restart reloads);
+        returns the bytes of logged replies it holds."""
+        state = await self._run(self._state)
+        await store.put.remote(("shard", self.shard_id), state)
+        return self.log.nbytes()
+
+    async def refusals(self) -> dict[str, int]:
+        return dict(self.rejected)
 
     async def merge_stats(self) -> list[int]:
         return list(self.merged)
@@ -166,6 +276,14 @@ class Shard:
         if not self._dist:
             raise RuntimeError("init_dist was not called on this shard")
         await self._run(self._allreduce)
+
+
+def _reconstructed() -> bool:
+    """Whether this actor is a restart of one that died (Ray re-ran its constructor)."""
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - outside Ray (tests build the class directly)
+        return False
 
 
 ShardActor = ray.remote(Shard)
