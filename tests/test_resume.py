@@ -67,3 +67,11 @@ def test_resume_keeps_the_runs_configuration_and_names_what_differs(tmp_path, ca
         latest_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="options this raysplit does not know: bogus"):
         from_dict(SplitConfig, {"bogus": 1})
+
+
+def test_a_run_with_device_classes_reads_back_from_its_config_json():
+    from raysplit.config.link import LinkConfig, parse_devices
+
+    link = LinkConfig(devices=parse_devices("phone:0.5:0.4:wifi;iot:0.5:0.2:nbiot"))
+    cc = ClusterConfig(train=TrainConfig(dataset="digits", out="/tmp/x", progress=False, link=link), clients=2)
+    assert from_dict(ClusterConfig, json.loads(json.dumps(cc.to_dict()))) == cc

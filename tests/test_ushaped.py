@@ -119,3 +119,13 @@ def test_a_local_ushaped_run_learns_with_both_paths_compressed(tmp_path):
     assert ep["test_accuracy"].iloc[-1] > 0.3  # chance is 0.1; 46 % measured after these 60 steps
     small = st[st.budget == 4]["bytes_down"].median()
     assert small < 0.1 * st[st.budget == 128]["bytes_down"].median()  # B' = 8 of 256 on the way down
+
+
+def test_a_local_ushaped_run_over_an_emulated_link(tmp_path):
+    out = tmp_path / "ul"
+    assert local.main(["--dataset", "digits", "--image-size", "16", "--batch-size", "16", "--max-batches", "6",
+                       "--test-subset", "32", "--threads", "1", "--no-progress", "--budgets", "4,128",
+                       "--epochs-per-budget", "1,1", "--u-cut", "8", "--link", "wifi", "--out", str(out)]) == 0
+    st = pq.read_table(out / "steps.parquet").to_pandas()
+    assert len(st) == 12 and (st["uplink_s"] > 0).all() and (st["downlink_s"] > 0).all()
+    assert st["sim_time"].is_monotonic_increasing  # the emulated clock runs over both round trips

@@ -63,9 +63,19 @@ def from_dict(cls, data: dict):
         raise ValueError(f"config.json has options this raysplit does not know: {', '.join(extra)}")
     kw = {}
     for name, value in data.items():
-        tp = hints[name]
-        kw[name] = from_dict(tp, value) if dataclasses.is_dataclass(tp) and isinstance(value, dict) else value
+        kw[name] = _value(hints[name], value)
     return cls(**kw)
+
+
+def _value(tp, value):
+    """A field's value from JSON: nested configs (also in tuples, e.g. --devices' classes)."""
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value)
+    if typing.get_origin(tp) is tuple and isinstance(value, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            return tuple(_value(args[0], v) for v in value)
+    return value
 
 
 def load_run_config(run_dir: str | Path, cls=None):
