@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python benchmarks/time_to_accuracy.py
 	$(BIN)/python benchmarks/testbed.py
 	$(BIN)/python benchmarks/tenants.py
+	$(BIN)/python benchmarks/recovery.py
 	$(BIN)/python benchmarks/nair.py --keep runs/nair_bench
 	$(BIN)/python benchmarks/serving.py --model runs/nair_bench
 
