@@ -38,6 +38,8 @@ def runs(tmp_path_factory):
     local.main(COMMON + ["--method", "prune", "--budgets", "128,4", "--epochs-per-budget", "1",
                          "--out", str(base / "prune")])
     local.main(COMMON + ["--method", "none", "--epochs-per-budget", "1", "--save-model", "--out", str(base / "none")])
+    local.main(COMMON + ["--method", "deprune", "--budgets", "4,128", "--epochs-per-budget", "1,1", "--save-model",
+                         "--out", str(base / "deprune")])
     nair.run(NairConfig(dataset="digits", image_size=16, train_subset=128, test_subset=32, original_epochs=1,
                         epochs=1, batch_size=32, slices=4, variants=("original", "nair"), deadlines=(0.05, 0.2),
                         progress=False, out=str(base / "nair")), SplitConfig(torch_threads=1, use_module=False))
@@ -55,6 +57,13 @@ def test_what_a_run_directory_serves(runs):
     n = load_served(runs / "nair")
     assert n.kind == "slices" and n.budgets() == (1, 2, 3, 4) and n.model.slices.n_slices == 4
     assert load_served(runs / "nair", variant="original").model.slices.order == tuple(range(128))
+    d = load_served(runs / "deprune")  # one model, trained to serve any B
+    assert d.kind == "channels" and not d.per_budget and d.budgets() == tuple(range(1, 129))
+    svc, x = TailService(d), load_dataset("digits", "test", image_size=16, seed=0, limit=8).x
+    edge = EdgeClient(d, "10mbit")
+    (a128, a4) = svc.predict([edge.message(x, 128), edge.message(x, 4)])
+    np.testing.assert_array_equal(a128.predictions, d.model.predict(x))  # the file's budget: 128
+    assert a4.budget == 4 and a4.received == 4 and a4.predictions.shape == (8,)
     c = load_served(runs / "none")
     assert c.kind == "cut" and c.budgets()[:2] == (0, 1)
     with pytest.raises(ValueError, match=r"budget 7 \(channels\) not served .*; allowed: 4, 128"):
