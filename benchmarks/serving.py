@@ -138,13 +138,14 @@ async def _run_requests(tail, prepared, rate: float, seed: int) -> list[dict]:
     async def one(req, label, link):
         row = {"link": link, "budget": req.budget, "bytes": req.sent_bytes, "label": label,
                "compute_s": req.compute_s, "uplink_s": req.uplink_s, "downlink_s": req.downlink_s,
-               "usable": req.usable, "on_time": req.on_time, "prediction": None, "serve_s": 0.0,
+               "usable": req.usable, "on_time": req.on_time, "prediction": None, "error": None, "serve_s": 0.0,
                "message": req.message}
         if req.usable:
             t = time.perf_counter()
             ans = await tail.infer_async(req.message)
             row["serve_s"] = time.perf_counter() - t
             row["prediction"] = ans["predictions"][0] if ans["predictions"] else None
+            row["error"] = ans["error"]
         row["latency_s"] = row["compute_s"] + row["uplink_s"] + row["serve_s"] + row["downlink_s"]
         rows.append(row)
 
