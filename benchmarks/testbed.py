@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-measured", action="store_true", help="skip the realtime measurement on this machine")
     ap.add_argument("--only-measured", action="store_true",
                     help="only the realtime measurement (results: testbed_measured.json)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs of the emulated runs (default the paper's 4; deprune: all but the last at 16)")
     ap.add_argument("--settings", default="wifi,ethernet", help="the emulated settings to run (wifi: figs. 4-5, "
                     "ethernet: figs. 6-7)")
     ap.add_argument("--out-dir", type=Path, default=None)
@@ -99,8 +101,10 @@ def main(argv=None) -> int:
     # the runs' own directories are scratch: the figures and the table are the results
     settings = tuple(x for x in a.settings.split(",") if x)
     try:
-        tb = TestbedConfig(out=tempfile.mkdtemp(prefix="raysplit-bench-testbed-"), settings=settings,
-                           **(QUICK if a.quick else {}))
+        kw = dict(QUICK if a.quick else {})
+        if a.epochs is not None:
+            kw.update(epochs=a.epochs, deprune_epochs=(a.epochs - 1, 1) if a.epochs > 1 else (1,))
+        tb = TestbedConfig(out=tempfile.mkdtemp(prefix="raysplit-bench-testbed-"), settings=settings, **kw)
     except ValueError as e:
         ap.error(str(e))
     machine = C.machine_info()
