@@ -50,7 +50,7 @@ def last_epoch_span(rows: list) -> tuple[int, float]:
     return sum(r.samples for r in rs), span
 
 
-def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path) -> dict:
+def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materialise: int | str = "all") -> dict:
     import ray
 
     from raysplit.config import ClusterConfig, TrainConfig
@@ -58,7 +58,7 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path) -> dict:
 
     cfg = TrainConfig(train_subset=a.train_subset, epochs_per_budget=a.epochs, out=str(tmp / f"c{clients}"),
                       progress=False)
-    cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc)
+    cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc, materialise=materialise)
     from raysplit.observability.callbacks import StepCollector
 
     col = StepCollector()
@@ -86,6 +86,10 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path) -> dict:
         "clients_per_actor_requested": cpa,
         "clients_per_actor": s.clients_per_actor,
         "actors": s.client_actors,
+        "materialise": materialise,
+        "parked_kib_per_client": None if s.virtual is None else s.virtual["parked_bytes_per_client"] / 1024,
+        "materialise_ms": None if s.virtual is None else s.virtual["materialise_ms"],
+        "park_ms": None if s.virtual is None else s.virtual["park_ms"],
         "malloc_requested": malloc,
         "malloc": s.malloc,
         "samples": s.samples,
@@ -119,6 +123,8 @@ def main(argv=None) -> int:
                     help="ClusterConfig.clients_per_actor for the --clients points (auto or N)")
     ap.add_argument("--grouped", default="32:1",
                     help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
+    ap.add_argument("--virtual", default="",
+                    help="virtual-client points clients:materialised-per-actor, comma list (e.g. 128:2,1024:2)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
     ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                     help="ClusterConfig.malloc for the --clients points (auto = fast)")
@@ -134,20 +140,24 @@ def main(argv=None) -> int:
     def per_actor(v: str) -> int | str:
         return v if v == "auto" else int(v)
 
-    points = [(int(c), per_actor(a.per_actor), a.malloc) for c in a.clients.split(",") if c.strip()]
+    points = [(int(c), per_actor(a.per_actor), a.malloc, "all") for c in a.clients.split(",") if c.strip()]
     for g in (g.strip() for g in a.grouped.split(",") if g.strip()):
         parts = g.split(":")
-        points.append((int(parts[0]), per_actor(parts[1]), parts[2] if len(parts) > 2 else a.malloc))
+        points.append((int(parts[0]), per_actor(parts[1]), parts[2] if len(parts) > 2 else a.malloc, "all"))
+    for v in (v.strip() for v in a.virtual.split(",") if v.strip()):
+        n, k = v.split(":")
+        points.append((int(n), "auto", a.malloc, int(k)))
 
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-scaling-"))
     rows, skipped = [], []
     try:
-        for clients, cpa, malloc in points:
+        for clients, cpa, malloc, materialise in points:
             avail = C.psutil.virtual_memory().available / C.GIB
-            need = a.min_free_gib * (clients if cpa == "auto" else -(-clients // cpa)) + 2
-            print(f"- {clients} clients, {cpa} per actor, malloc {malloc} (available memory {avail:.1f} GiB) ...",
-                  flush=True)
+            procs = clients if cpa == "auto" else -(-clients // cpa)
+            need = a.min_free_gib * (procs if materialise == "all" else min(procs, 8)) + 2
+            print(f"- {clients} clients, {cpa} per actor, {materialise} materialised, malloc {malloc} (available memory "
+                  f"{avail:.1f} GiB) ...", flush=True)
             if a.quiet_wait > 0:
                 C.wait_for_quiet(a.quiet_wait)
                 avail = C.psutil.virtual_memory().available / C.GIB
@@ -157,7 +167,7 @@ def main(argv=None) -> int:
                                 "available_gib": avail})
                 continue
             row = C.retry_on_ray_failure(
-                run_point, clients, cpa, malloc, a, tmp, reinit=False,
+                run_point, clients, cpa, malloc, a, tmp, materialise, reinit=False,
             )
             rows.append(row)
             print(
@@ -175,6 +185,7 @@ def main(argv=None) -> int:
         ("clients", "clients", "d"),
         ("clients_per_actor", "per actor", "d"),
         ("actors", "actors", "d"),
+        ("materialise", "materialised/actor", ""),
         ("malloc", "malloc", ""),
         ("samples", "samples", "d"),
         ("sps_train_seconds", "samples/s", ".0f"),
@@ -192,11 +203,13 @@ def main(argv=None) -> int:
         ("peak_uss_gib", "peak USS GiB", ".2f"),
         ("peak_rss_gib", "peak RSS GiB", ".2f"),
         ("peak_processes", "procs", "d"),
+        ("parked_kib_per_client", "parked KiB/client", ".0f"),
+        ("materialise_ms", "materialise ms", ".2f"),
         ("failed", "failed", "d"),
         ("foreign_cpu_cores", "other load", ".2f"),
     ]
-    base = next((r["sps_train_seconds"] for r in rows if r["clients"] == 8 and r["clients_per_actor_requested"] == "auto"),
-                None)
+    base = next((r["sps_train_seconds"] for r in rows if r["clients"] == 8 and r["clients_per_actor_requested"] == "auto"
+                 and r["materialise"] == "all"), None)
     for r in rows:
         r["ratio_to_8"] = r["sps_train_seconds"] / base if base else None
     setup = {

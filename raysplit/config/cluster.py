@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from raysplit.budget.policies import POLICIES, AdaptiveConfig
+from raysplit.budget.selection import Selection, Trace, parse_availability, parse_per_round
 from raysplit.config.cli import option
 from raysplit.config.train import TrainConfig
 from raysplit.runtime.cpu_cap import MECHANISMS, check_cap
@@ -41,6 +42,9 @@ class ClusterConfig:
         clients_per_actor: emulated clients per actor process: N, or auto (one each while there are at
             most 4 client processes per CPU, else as few per process as keeps within that; each process
             holds its own torch).
+        materialise: virtual clients: at most this many clients of each actor process are materialised
+            (hold torch modules) at once; the others are parked as numpy between directives
+            (``raysplit.runtime.virtual``); all = every client stays materialised.
         mode: independent (own head per client), splitfed (heads averaged every epoch, weighted by
             samples) or ushaped (label-private: each client also keeps the last layers and the labels, the
             shards run only the middle; see --u-cut).
@@ -70,6 +74,11 @@ class ClusterConfig:
             types of cluster.yaml and deploy/kuberay): auto (each when the cluster declares it), always (an
             autoscaling cluster that adds those nodes on demand), never.
         placement_timeout: seconds to wait for the placement groups to be placed (nodes to come up).
+        clients_per_round: participant selection: the clients that train each epoch (a round), drawn
+            uniformly among the available ones: a count (100), a fraction (0.1) or all
+            (``raysplit.budget.selection``; needs policy sync).
+        availability: who can be drawn in a round: always, markov:ON,OFF (synthetic active/inactive
+            periods, mean lengths in rounds) or trace:PATH (CSV client,start,end: active rounds start..end-1).
         fail_client: testing: CLIENT:EPOCH at which that client raises.
         cpu_share: the share of the cluster's CPUs this run plans with (hosting, the clients' Ray CPU
             share): several tenants on one cluster each take theirs (none = all of them).
@@ -88,6 +97,7 @@ class ClusterConfig:
     client_cpu: float | None = None
     cap_mechanism: str = field(default="auto", metadata=option(choices=MECHANISMS))
     clients_per_actor: int | str = field(default="auto", metadata=option(words=("auto",)))
+    materialise: int | str = field(default="all", metadata=option(words=("all",)))
     mode: str = field(default="independent", metadata=option(choices=MODES))
     policy: str = field(default="sync", metadata=option(choices=lambda: tuple(POLICIES)))
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
@@ -104,6 +114,9 @@ class ClusterConfig:
     placement: str = field(default="default", metadata=option(choices=PLACEMENTS))
     node_types: str = field(default="auto", metadata=option(choices=NODE_TYPES))
     placement_timeout: float = 600.0
+    clients_per_round: int | float | None = field(
+        default=None, metadata=option(parse=parse_per_round, none_word="all", metavar="all|N|FRACTION"))
+    availability: str = "always"
     fail_client: tuple[int, int] | None = field(
         default=None, metadata=option(flag="inject-fault", parse=_client_epoch, metavar="CLIENT:EPOCH")
     )
@@ -132,6 +145,7 @@ class ClusterConfig:
             if val not in allowed:
                 raise ValueError(f"unknown {name} {val!r}; choose one of {', '.join(allowed)}")
         _check_int_or("clients_per_actor", self.clients_per_actor, "auto", 1)
+        _check_int_or("materialise", self.materialise, "all", 1)
         _check_int_or("openmp_spin", self.openmp_spin, None, 0)
         if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
             raise ValueError(f"max_failures must be an integer >= 0, got {self.max_failures!r}")
@@ -168,6 +182,11 @@ class ClusterConfig:
                 raise ValueError("policy 'adaptive' needs a target: --target-step-s SECONDS or --deadline-s SECONDS")
         elif self.policy != "sync" and self.mode == "splitfed":
             raise ValueError("mode 'splitfed' averages heads at common epoch ends: it needs policy 'sync'")
+        object.__setattr__(self, "clients_per_round", parse_per_round(self.clients_per_round))
+        self.selection()  # checks availability (a trace is read and must list every client)
+        if self.policy != "sync" and not self.selection().everyone:
+            raise ValueError("participant selection (clients_per_round, availability) draws clients per epoch: "
+                             "it needs policy 'sync'")
         if self.policy != "sync" and self.sync_every:
             raise ValueError("sync_every syncs replicas at common step counts: it needs policy 'sync'")
 
@@ -179,6 +198,14 @@ class ClusterConfig:
     def restarts(self) -> int:
         """Ray ``max_restarts`` of the clients', shards' and scheduler's actors."""
         return self.max_failures if self.failure_policy == "restart" else 0
+
+    def selection(self) -> Selection:
+        """Who takes part in each epoch (``raysplit.budget.selection``)."""
+        seed = self.train.split.seed
+        sel = Selection(self.clients_per_round, parse_availability(self.availability, seed), seed)
+        if isinstance(sel.availability, Trace):
+            sel.availability.check_covers(range(self.clients))
+        return sel
 
     def replace(self, **changes) -> "ClusterConfig":
         return dataclasses.replace(self, **changes)

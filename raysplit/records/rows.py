@@ -184,6 +184,7 @@ class Summary:
         duplicate_records: step and evaluation records received again and dropped (replays).
         rejected_messages: messages the shards refused, by reason.
         resumed_from: the checkpoint a --resume run continued from.
+        virtual: what virtual clients cost (``raysplit.runtime.virtual.summarise``; None without them).
     """
 
     run: str
@@ -235,6 +236,7 @@ class Summary:
     duplicate_records: int = 0
     rejected_messages: dict[str, int] = field(default_factory=dict)
     resumed_from: str | None = None
+    virtual: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -30,6 +30,11 @@ def format_summary(s: Summary) -> str:
         shard_nodes, host_nodes = set(p["shards"].values()), {h["node"] for h in p["hosts"]}
         rows.append(("nodes", f"{len(shard_nodes | host_nodes)} (shards on {len(shard_nodes)}, client processes on "
                               f"{len(host_nodes)}; placement {p['strategy']})"))
+    if s.virtual:
+        v = s.virtual
+        rows.append(("virtual clients", f"{v['slots']} materialised at once; {v['materialisations']} materialisations, "
+                                        f"{v['materialise_ms']:.2f} ms each; {human_bytes(v['parked_bytes_per_client'])} "
+                                        f"parked per client"))
     rows += [
         ("final test accuracy", f"{100 * s.final_test_accuracy:.2f} %"),
         ("bytes up / down", f"{human_bytes(s.bytes_up)} / {human_bytes(s.bytes_down)}"),

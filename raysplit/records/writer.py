@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 
 import pyarrow.parquet as pq
 
-from raysplit.budget.policies import Transition
+from raysplit.budget.policies import Round, Transition
 from raysplit.observability.callbacks import Callback
 from raysplit.records.rows import EpochRow, EvalRow, StepRow, to_table
 
@@ -145,6 +145,7 @@ class RunWriter:
         self.evals = PartTable(self.out / "evals.parquet", EvalRow)
         self.epochs = PartTable(self.out / "epochs.parquet", EpochRow)
         self.live = set(clients)
+        self.rounds: dict[int, set[int]] = {}  # epoch -> its participants (participant selection)
         self.callbacks = list(callbacks)
         self.flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
@@ -185,6 +186,11 @@ class RunWriter:
                 steps = []
             if isinstance(item, EvalRow):
                 self._eval(item)
+            elif isinstance(item, Round):
+                self.rounds[item.epoch] = set(item.clients)
+                for cb in self.callbacks:
+                    cb.on_event(item)
+                self._complete_epochs()
             elif isinstance(item, Transition):
                 if any(t["epoch"] == item.epoch and t["client"] == item.client for t in self.transitions):
                     continue  # announced again by a scheduler that restarted
@@ -253,7 +259,11 @@ class RunWriter:
         while True:
             e = self.next_epoch
             evals = self._evals.get(e, {})
-            if not evals or (not force and not self.live <= set(evals)):
+            expected = self.live & self.rounds[e] if e in self.rounds else self.live
+            if e in self.rounds and not expected and not evals:  # nobody took part: no row
+                self.next_epoch += 1
+                continue
+            if not evals or (not force and not expected <= set(evals)):
                 return
             self._emit_epoch(e, list(evals.values()))
             self.next_epoch += 1

@@ -41,11 +41,12 @@ from raysplit.budget.policies import (
     BudgetPolicy,
     Directive,
     Event,
+    Round,
     Transition,
     Wait,
 )
 from raysplit.training.aggregate import weighted_average
-from raysplit.training.loop import Report, _resolve
+from raysplit.training.loop import Report, resolve_state
 from raysplit.training.methods import Plan
 
 log = logging.getLogger("raysplit.scheduler")
@@ -135,6 +136,7 @@ class Coordinator:
         self.transitions: list[Transition] = []
         self.clock: dict[int, float] = {}   # client -> emulated clock at its last report
         self.resume: dict[int, float] = {}  # client -> emulated time of the last barrier it passed
+        self.synced: dict[int, int] = {}                  # client -> epoch of the last average it loaded
 
     # -- a client reports -------------------------------------------------------
     def report(self, client: int, report: Report | None) -> list[Action]:
@@ -178,7 +180,9 @@ class Coordinator:
                 t = max(self.clock.get(c, 0.0) for c in ev.clients)  # they all waited for the last
                 self.resume.update(dict.fromkeys(ev.clients, t))
                 actions.append(AlignClocks(tuple(ev.clients), t))
-            if isinstance(ev, Transition):
+            if isinstance(ev, Round):
+                actions.append(Record((ev,)))
+            elif isinstance(ev, Transition):
                 self.transitions.append(ev)
                 who = "all clients" if ev.client is None else f"client {ev.client}"
                 log.info("budget transition at epoch %s: %s -> %s (lr %g) for %s",
@@ -190,7 +194,7 @@ class Coordinator:
                 heads = self.heads.pop(ev.epoch, {})
                 ids = sorted(c for c in heads if c in self.live)
                 if ids:
-                    self.averaged = {ev.epoch: weighted_average([_resolve(heads[c]) for c in ids],
+                    self.averaged = {ev.epoch: weighted_average([resolve_state(heads[c]) for c in ids],
                                                                 [self.weights[c] for c in ids])}
                     actions.append(ShareAverage(ev.epoch))
         actions += self._completed_collections()
@@ -233,13 +237,23 @@ class Coordinator:
                 collect.append("checkpoint")
             extra["collect"] = tuple(collect)
             extra["load_state"] = self.averaged.get(d.epoch)
+            if extra["load_state"] is not None:
+                self.synced[client] = d.epoch
+        elif d.kind == TRAIN and self.averaged:
+            # A client that sat out the rounds since the last average (participant
+            # selection) starts from that average, not from its own stale head.
+            latest = max(self.averaged)
+            if self.synced.get(client, -1) < latest:
+                extra["load_state"] = self.averaged[latest]
+                self.synced[client] = latest
         return dataclasses.replace(d, **extra)
 
     # -- state --------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "seq": dict(self.seq), "live": sorted(self.live),
                 "failed": dict(self.failed), "transitions": [t.__dict__ for t in self.transitions],
-                "clock": dict(self.clock), "resume": dict(self.resume), "answered": dict(self.answered)}
+                "clock": dict(self.clock), "resume": dict(self.resume), "answered": dict(self.answered),
+                "synced": dict(self.synced)}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -250,3 +264,4 @@ class Coordinator:
         self.clock = {int(c): float(t) for c, t in state.get("clock", {}).items()}
         self.resume = {int(c): float(t) for c, t in state.get("resume", {}).items()}
         self.answered = {int(c): int(s) for c, s in state.get("answered", {}).items()}
+        self.synced = {int(c): int(e) for c, e in state.get("synced", {}).items()}

@@ -50,7 +50,7 @@ from raysplit.runtime.failure import (
     fault_summary,
     make_failure_policy,
 )
-from raysplit.runtime import nodes
+from raysplit.runtime import nodes, virtual
 from raysplit.runtime.placement import actor_env, malloc_mode, shard_of
 from raysplit.runtime import resume
 from raysplit.training.setup import prepare, test_share
@@ -96,6 +96,7 @@ class Cluster:
             c: num_batches(n, cfg.batch_size, max_batches=cfg.max_batches) for c, n in self.part_sizes.items()
         }
         self.resumed = resume.prepare(self) if cfg.resume else None  # the checkpoint, the kept rows; sets t0
+        self.selection = None if cc.selection().everyone else cc.selection()
         self.malloc = malloc_mode(cc.malloc)
         env = actor_env(self.malloc, cc.openmp_spin)
         # Which nodes the actors go to (node types, placement groups): runtime/nodes.py.
@@ -136,7 +137,7 @@ class Cluster:
             self.identity, self.shards, cc.shard_sync, self.buffer, segment_steps=cc.sync_every,
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every, store=self.store,
             clocks=self.medium if link.enabled and link.link_mode == "virtual" else None,
-            policy_options=cc.policy_options(),
+            policy_options=cc.policy_options(), selection=self.selection,
         )
         self.client_num_cpus = layout.client_num_cpus
         # Each client's CPU cap: its device class's, else --client-cpu (the layout hosts
@@ -170,7 +171,8 @@ class Cluster:
             host = ClientActor.options(**opts, max_concurrency=len(ids) + 4, runtime_env=env,
                                        max_restarts=restarts).remote(
                 client_split, self.plan, specs, self.scheduler, self.buffer, self.identity, settings,
-                cap if real_cap else None, cc.cap_mechanism, store=self.store)
+                cap if real_cap else None, cc.cap_mechanism, store=self.store,
+                materialise=None if cc.materialise == "all" else cc.materialise)
             self.hosts.append(host)
             for c in ids:
                 self.host_of[c] = host
@@ -182,7 +184,7 @@ class Cluster:
         if cc.shards > 1 and cc.shard_sync == "allreduce":
             addr, port = ray.get(self.shards[0].address.remote())
             ray.get([s.init_dist.remote(addr, port, r, cc.shards) for r, s in enumerate(self.shards)])
-        total_steps = sum(self.steps_per_epoch.values()) * self.plan.total_epochs
+        total_steps = expected_steps(self.steps_per_epoch, self.plan.total_epochs, self.selection)
         self.progress = ProgressBar(total_steps, desc=f"{cfg.method} x{cc.clients}", enabled=cfg.progress)
         config = cc.to_dict()
         config["train"] = cfg.to_dict()
@@ -300,7 +302,18 @@ class Cluster:
             **cfg.link.summary_fields(w, cc.clients),
             **fault_summary(w, ray.get([s.refusals.remote() for s in self.shards])),
             resumed_from=None if self.resumed is None else self.resumed.source,
+            virtual=virtual.summarise(self._each_host("virtual_stats")),
         )
+
+    def _each_host(self, method: str) -> list:
+        """``method()`` of every client host; None for a host that died."""
+        out = []
+        for h in self.hosts:
+            try:
+                out.append(ray.get(getattr(h, method).remote(), timeout=30))
+            except Exception:  # noqa: BLE001 - a dead host (removed node) reports nothing
+                out.append(None)
+        return out
 
     def stop(self) -> None:
         for h in self.hosts:
@@ -313,6 +326,13 @@ class Cluster:
                   *([self.store] if self.store is not None else [])]:
             ray.kill(a)
         nodes.remove_groups(getattr(self, "placement_groups", []))
+
+
+def expected_steps(steps_per_epoch: dict[int, int], epochs: int, selection=None) -> int:
+    """Training steps of a run without failures (the progress bar's total)."""
+    if selection is None:
+        return sum(steps_per_epoch.values()) * epochs
+    return sum(steps_per_epoch[c] for e in range(epochs) for c in selection.participants(e, steps_per_epoch))
 
 
 def run_cluster(cc: ClusterConfig, *, callbacks: Sequence[Callback] = ()) -> tuple[Summary, Cluster]:

@@ -193,19 +193,32 @@ class ClientLoop:
                 d = self.scheduler.next(self.id, report)
                 if d.kind == DONE:
                     break
-                self.seq = d.seq
-                self.transport.align(d.resume_at)  # a barrier aligns the emulated clocks
-                if d.kind == TRAIN:
-                    report = self.train_segment(d)
-                elif d.kind == AGGREGATE:
-                    report = Report(Observation(self.id, AGGREGATE, d.epoch, sim_time=self.transport.sim_clock()),
-                                    {"modules": self.client.modules_state()})
-                elif d.kind == EVALUATE:
-                    report = self.evaluate_epoch(d)
-                report = dataclasses.replace(report, seq=d.seq)
+                report = self.do(d)
         finally:
             self._put(force=True)
             self.transport.close()
+        return self.result()
+
+    def do(self, d: Directive) -> Report:
+        """One directive (not done); its report. Virtual clients (``runtime/virtual.py``)
+        call this with the client materialised for just this directive."""
+        self.seq = d.seq
+        self.transport.align(d.resume_at)  # a barrier aligns the emulated clocks
+        try:
+            if d.kind == TRAIN:
+                report = self.train_segment(d)
+            elif d.kind == AGGREGATE:
+                report = Report(Observation(self.id, AGGREGATE, d.epoch, sim_time=self.transport.sim_clock()),
+                                {"modules": self.client.modules_state()})
+            elif d.kind == EVALUATE:
+                report = self.evaluate_epoch(d)
+            else:
+                raise ValueError(f"client {self.id}: cannot do a {d.kind!r} directive")
+        finally:
+            self._put(force=True)
+        return dataclasses.replace(report, seq=d.seq)
+
+    def result(self) -> ClientResult:
         f = self.client.filter_values()
         return ClientResult(self.id, self.client.step, self.samples, None if f is None else [float(v) for v in f])
 
@@ -214,6 +227,8 @@ class ClientLoop:
         c = self.client
         if self.fail_at_epoch == d.epoch:
             raise InjectedFault(f"client {self.id}: injected fault at epoch {d.epoch}")
+        if d.load_state is not None:  # the last average, for a client that sat out rounds
+            c.load_modules_state(resolve_state(d.load_state))
         start, stop = d.steps
         if d.epoch == self.epoch and start < self.batch <= stop:
             start = self.batch  # a restarted client replayed the first steps of this segment
@@ -310,7 +325,7 @@ class ClientLoop:
 
     def evaluate_epoch(self, d: Directive) -> Report:
         if d.load_state is not None:
-            self.client.load_modules_state(_resolve(d.load_state))
+            self.client.load_modules_state(resolve_state(d.load_state))
         self.client.set_budget(d.budget)
         t = time.perf_counter()
         correct, total, nbytes = evaluate(self.client, self.transport, self.test, self.batch_size)
@@ -365,7 +380,7 @@ class ClientLoop:
             self.transport.load_state_dict(state["transport"])
 
 
-def _resolve(value: Any) -> Any:
+def resolve_state(value: Any) -> Any:
     """A state handed over directly, or as a Ray object reference (fetched once)."""
     try:
         import ray

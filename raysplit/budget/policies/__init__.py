@@ -20,6 +20,7 @@ from raysplit.budget.policies.base import (
     Event,
     Finished,
     Observation,
+    Round,
     Transition,
     Wait,
     segments,
@@ -32,16 +33,23 @@ POLICIES: dict[str, type] = {"sync": SyncPolicy, "async": AsyncPolicy, "adaptive
 
 
 def make_policy(name: str, plan, steps_per_epoch: dict[int, int], *, segment_steps: int = 0,
-                aggregate: bool = False, options: dict | None = None) -> BudgetPolicy:
-    """``options``: {policy name: keyword arguments}; only the chosen policy's are passed."""
+                aggregate: bool = False, options: dict | None = None, selection=None) -> BudgetPolicy:
+    """``options``: {policy name: keyword arguments}; only the chosen policy's are passed.
+    ``selection``: who takes part in each epoch (``raysplit.budget.selection.Selection``;
+    None = every live client); only the sync policy has rounds to select for."""
     if name not in POLICIES:
         raise ValueError(f"unknown scheduling policy {name!r}; choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](plan, dict(steps_per_epoch), segment_steps, aggregate, **(options or {}).get(name, {}))
+    kw = dict((options or {}).get(name, {}))
+    if selection is not None and not selection.everyone:
+        if name != "sync":
+            raise ValueError(f"participant selection needs policy 'sync' (rounds); got {name!r}")
+        kw["selection"] = selection
+    return POLICIES[name](plan, dict(steps_per_epoch), segment_steps, aggregate, **kw)
 
 
 __all__ = [
     "AGGREGATE", "DONE", "DONE_DIRECTIVE", "EVALUATE", "TRAIN", "WAIT", "AdaptiveConfig", "AdaptivePolicy",
     "AsyncPolicy", "Barrier", "BudgetPolicy",
-    "Directive", "Event", "Finished", "Observation", "POLICIES", "SyncPolicy", "Transition", "Wait",
+    "Directive", "Event", "Finished", "Observation", "POLICIES", "Round", "SyncPolicy", "Transition", "Wait",
     "make_policy", "segments",
 ]

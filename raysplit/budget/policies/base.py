@@ -148,13 +148,22 @@ class Barrier:
 
 
 @dataclass(frozen=True)
+class Round:
+    """The clients that take part in an epoch (participant selection,
+    ``raysplit.budget.selection``); emitted only when not every live client does."""
+
+    epoch: int
+    clients: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last live client got its final directive: the run is over."""
 
     clients: tuple[int, ...] = field(default=())
 
 
-Event = Transition | Barrier | Finished
+Event = Transition | Barrier | Round | Finished
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from raysplit.runtime.actors.buffer import BufferSink
 from raysplit.runtime.cpu_cap import CpuCap
 from raysplit.runtime.threads import compute_thread
 from raysplit.runtime.recovery import Restarted, StoreHeldScheduler, _announce, recover_client
+from raysplit.runtime.virtual import ClientPool, run_virtual
 from raysplit.training.loop import ClientLoop, ClientResult
 from raysplit.training.methods import Plan
 from raysplit.training.ushaped import client_half
@@ -110,11 +111,13 @@ class ClientHost:
     identity: the run's identity.
     settings: what the loops share.
     cpu_cap, cap_mechanism: see ``CpuCap`` (per client: a host of k clients gets k times the cap).
+    materialise: virtual clients: at most this many hosted clients are materialised at once, the
+        others parked as numpy (``runtime/virtual.py``); None = every client stays materialised.
     """
 
     def __init__(self, split: SplitConfig, plan: Plan, clients: dict[int, ClientSpec], scheduler, buffer,
                  identity: Identity, settings: LoopSettings, cpu_cap: float | None = None,
-                 cap_mechanism: str = "auto", store=None) -> None:
+                 cap_mechanism: str = "auto", store=None, materialise: int | None = None) -> None:
         self.ids = sorted(clients)
         cap = None if cpu_cap is None else cpu_cap * len(self.ids)
         self.cap = CpuCap(cap, cap_mechanism, name=identity.cgroup_name(f"c{self.ids[0]}"),
@@ -123,19 +126,35 @@ class ClientHost:
         self.split, self.plan, self.identity, self.settings, self.specs = split, plan, identity, settings, clients
         self.sink, self.metrics = BufferSink(buffer), Recorder()
         self.sched = StoreHeldScheduler(scheduler, store)
+        threads = split.torch_threads or 1
+        self.pool = None
+        if materialise is not None and materialise < len(self.ids):
+            self.pool = ClientPool(self._make_client, self.ids, materialise, threads, settings.seed,
+                                   name=f"host{self.ids[0]}", on_load=self._own_key)
         # Each client's torch work runs on a thread of its own (see compute_thread).
-        self.compute = {c: compute_thread(f"client{c}", split.torch_threads or 1) for c in self.ids}
+        self.compute = {} if self.pool else {c: compute_thread(f"client{c}", threads) for c in self.ids}
         self.data = {}
         for c, spec in clients.items():
             n = settings.num_classes
             self.data[c] = (ArrayDataset(settings.dataset, ray.get(spec.train_x), ray.get(spec.train_y), n),
                             ArrayDataset(settings.dataset, ray.get(spec.test_x), ray.get(spec.test_y), n))
-        self.loops: dict[int, ClientLoop] = {c: self.compute[c].submit(self._make_loop, c).result() for c in self.ids}
+        if self.pool is not None:  # virtual clients: a loop each, a client half per slot
+            self.loops: dict[int, ClientLoop] = {c: self._make_loop(c, virtual=True) for c in self.ids}
+        else:
+            self.loops = {c: self.compute[c].submit(self._make_loop, c).result() for c in self.ids}
 
-    def _make_loop(self, c: int) -> ClientLoop:
-        """A fresh client and its loop (on its compute thread)."""
+    def _make_client(self, c: int):
+        return client_half(self.split, c, tenant_key=self.identity.tenant_key, key=self.specs[c].key)
+
+    def _own_key(self, client, c: int) -> None:
+        """A slot materialising client ``c`` signs with ``c``'s key."""
+        client.key = client.grad_key = self.specs[c].key
+
+    def _make_loop(self, c: int, virtual: bool = False) -> ClientLoop:
+        """A fresh client and its loop (on its compute thread); a virtual client's loop gets
+        its client half from a slot for each directive."""
         spec, st = self.specs[c], self.settings
-        client = client_half(self.split, c, tenant_key=self.identity.tenant_key, key=spec.key)
+        client = None if virtual else self._make_client(c)
         train, test = self.data[c]
         fail = st.fail_client[1] if st.fail_client and st.fail_client[0] == c else None
         point = (lambda state, shard=spec.shard, c=c: shard.recovery_point.remote(c, state)) if st.recovery else None
@@ -155,14 +174,27 @@ class ClientHost:
                 "node": ray.get_runtime_context().get_node_id()}
 
     def _on(self, client: int, fn, *args):
-        """Run ``fn(*args)`` on ``client``'s compute thread and wait for it."""
-        if client not in self.compute:
+        """Run ``fn(*args)`` on ``client``'s compute thread (a virtual client: on a slot,
+        materialised for the call) and wait for it."""
+        if client not in self.loops:
             raise KeyError(f"client {client} is not hosted here (hosted: {self.ids})")
+        if self.pool is not None:
+            with self.pool.materialised(client) as slot:
+                self.loops[client].client = slot.client
+                try:
+                    return slot.call(fn, *args)
+                finally:
+                    self.loops[client].client = None
         return self.compute[client].submit(fn, *args).result()
 
     def run(self, client: int) -> ClientResult:
         """Walk the schedule with this client until it is done."""
-        return self._on(client, self.loops[client].run)
+        if self.pool is None:
+            return self._on(client, self.loops[client].run)
+        return run_virtual(self.pool, self.loops[client], client)
+
+    def virtual_stats(self) -> dict | None:
+        return None if self.pool is None else self.pool.stats().to_dict()
 
     def _recover(self, c: int) -> Restarted:
         t0 = time.perf_counter()
@@ -188,7 +220,7 @@ class ClientHost:
         self._on(client, self.loops[client].load_state_dict, state)
 
     def modules_state(self, client: int) -> dict:
-        return self._on(client, self.loops[client].client.modules_state)
+        return self._on(client, lambda: self.loops[client].client.modules_state())
 
     def cap_info(self) -> dict:
         t = self.cap.throttle
@@ -203,6 +235,9 @@ class ClientHost:
         self.cap.release()
         for pool in self.compute.values():
             pool.shutdown(wait=False)
+        if self.pool is not None:
+            self.pool.shutdown()
+
 
 
 ClientActor = ray.remote(ClientHost)

@@ -51,7 +51,7 @@ class Scheduler:
     shards: the shard actors.
     shard_sync: "average" (through this actor) or "allreduce" (inside the shards).
     buffer: the record buffer actor (events and snapshots for the run directory).
-    segment_steps, aggregate, checkpoint_every: see ``make_policy`` and ``Coordinator``.
+    segment_steps, aggregate, checkpoint_every, selection: see ``make_policy`` and ``Coordinator``.
     clocks: the emulated network's medium actor (None without a link): told when a client
         waits at a barrier, when a barrier passes, and when a client is dropped, so that
         simulated time only moves on when no client can still act before it.
@@ -61,10 +61,10 @@ class Scheduler:
     def __init__(self, policy: str, plan: Plan, steps_per_epoch: dict[int, int], weights: dict[int, float],
                  identity: Identity, shards: list, shard_sync: str, buffer, *, segment_steps: int = 0,
                  aggregate: bool = False, checkpoint_every: int = 0, clocks=None,
-                 policy_options: dict | None = None, store=None) -> None:
+                 policy_options: dict | None = None, store=None, selection=None) -> None:
         t0 = time.perf_counter()
         p = make_policy(policy, plan, steps_per_epoch, segment_steps=segment_steps, aggregate=aggregate,
-                        options=policy_options)
+                        options=policy_options, selection=selection)
         self.clocks = clocks
         self.core = Coordinator(p, plan, weights, shards=len(shards), checkpoint_every=checkpoint_every,
                                 snapshot_shards=store is not None)

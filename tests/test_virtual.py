@@ -1,0 +1,230 @@
+"""Virtual clients (raysplit.runtime.virtual): parking is exact, slots bound the clients in
+flight, a failed directive parks nothing, fresh clients hold nothing of their own."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from raysplit.config import ClusterConfig
+from raysplit.config.split import SplitConfig
+from raysplit.data import ArrayDataset, batches
+from raysplit.runtime.virtual import ClientPool, load, park, summarise
+from raysplit.training.client import SplitClient
+from raysplit.training.loop import train_step
+from raysplit.training.methods import Stage
+from raysplit.training.server import SplitServer
+from raysplit.training.state import PrivateRng
+from raysplit.transport.inprocess import InProcessTransport
+
+CFG = SplitConfig(model="vgg_small", input_shape=(1, 16, 16), num_classes=10, torch_threads=1, seed=4)
+
+
+def data(client: int) -> ArrayDataset:
+    rng = np.random.default_rng(client)
+    return ArrayDataset("digits", rng.normal(size=(96, 1, 16, 16)).astype(np.float32),
+                        rng.integers(0, 10, 96).astype(np.int64), 10)
+
+
+# Three "directives" per client: a training segment each, with what a plan changes
+# between them (budget, learning rate, stage with a frozen group, a filter reset).
+ROUNDS = [
+    dict(budget=4, lr=0.05, stage=Stage(), reset=None),
+    dict(budget=8, lr=0.02, stage=Stage(frozen=("head",)), reset="deprune"),
+    dict(budget=16, lr=0.01, stage=Stage(regularizers=()), reset=None),
+]
+
+
+def segment(client: SplitClient, server: SplitServer, ds: ArrayDataset, r: int, prev_budget: int) -> list:
+    cfg = ROUNDS[r]
+    client.set_stage(cfg["stage"])
+    if cfg["reset"]:
+        client.reset_filter(cfg["reset"], prev_budget, seed=10 + r)
+    client.set_budget(cfg["budget"])
+    client.set_lr(cfg["lr"])
+    out = []
+    for x, y in batches(ds, 32, shuffle=True, seed=1, epoch=r, max_batches=2):
+        ex, reg, _ = train_step(client, InProcessTransport(server), x, y, lr=cfg["lr"], phase=0)
+        out.append((ex.bytes_up, ex.bytes_down, ex.reply.result.loss, reg.get("prune", 0.0)))
+    return out
+
+
+def test_parked_clients_train_bit_for_bit_like_materialised_ones():
+    ids = [0, 1, 2]
+    ds = {c: data(c) for c in ids}
+    # Reference: every client materialised for the whole run, one server each.
+    ref_clients = {c: SplitClient(CFG, c) for c in ids}
+    ref_servers = {c: SplitServer(CFG) for c in ids}
+    ref = {c: [] for c in ids}
+    # Virtual: the three clients share one slot; same servers (one each), same order.
+    pool = ClientPool(lambda c: SplitClient(CFG, c), ids, slots=1, threads=1, seed=CFG.seed)
+    servers = {c: SplitServer(CFG) for c in ids}
+    got = {c: [] for c in ids}
+    prev = 4
+    for r in range(len(ROUNDS)):
+        for c in ids:
+            ref[c] += segment(ref_clients[c], ref_servers[c], ds[c], r, prev)
+            with pool.materialised(c) as slot:
+                assert slot.client.client_id == c
+                got[c] += slot.call(segment, slot.client, servers[c], ds[c], r, prev)
+        prev = ROUNDS[r]["budget"]
+    for c in ids:
+        assert [g[:2] for g in got[c]] == [g[:2] for g in ref[c]]  # the same bytes, exactly
+        np.testing.assert_array_equal([g[2:] for g in got[c]], [g[2:] for g in ref[c]])
+        with pool.materialised(c) as slot:
+            mine = slot.call(slot.client.modules_state)
+            assert slot.client.step == ref_clients[c].step
+            assert slot.client.frozen == ref_clients[c].frozen == ()
+        theirs = ref_clients[c].modules_state()
+        assert mine.keys() == theirs.keys()
+        for k in mine:
+            np.testing.assert_array_equal(mine[k], theirs[k])
+    # The clients really did differ (different data): the check above is not vacuous.
+    assert got[0] != got[1]
+    pool.shutdown()
+
+
+def test_park_and_load_carry_the_rng_and_momentum():
+    a, b = SplitClient(CFG, 7), SplitClient(CFG, 8)
+    a.rng = PrivateRng(123, True)
+    b.rng = PrivateRng(999, True)
+    ds = data(7)
+    segment(a, SplitServer(CFG), ds, 0, 4)
+    p = park(a)
+    assert p.momentum and p.rng is not None and p.step == a.step
+    load(b, 7, p)
+    assert b.client_id == 7 and b.step == a.step and b.budget == a.budget
+    assert np.array_equal(b.rng.state_dict().numpy(), a.rng.state_dict().numpy())
+    sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert np.array_equal(sa[i]["momentum_buffer"].numpy(), sb[i]["momentum_buffer"].numpy())
+
+
+def test_fresh_clients_hold_nothing_of_their_own_and_trained_ones_hold_their_state():
+    ids = list(range(50))
+    pool = ClientPool(lambda c: SplitClient(CFG, c), ids, slots=2, threads=1, seed=CFG.seed)
+    assert pool.stats().parked_bytes == 0
+    with pool.materialised(3) as slot:
+        slot.call(segment, slot.client, SplitServer(CFG), data(3), 0, 4)
+        weights = sum(v.nbytes for v in slot.client.modules_state().values())
+    st = pool.stats()
+    assert st.materialisations == 1 and st.clients == 50 and st.slots == 2
+    # Its weights and a momentum buffer per trained parameter, nothing for the 49 others.
+    assert weights < st.parked_bytes < 2.2 * weights
+    s = summarise([st.to_dict(), None])
+    assert s["clients"] == 50 and s["parked_bytes_per_client"] == pytest.approx(st.parked_bytes / 50)
+    assert summarise([None]) is None
+    pool.shutdown()
+
+
+def test_a_splitfed_average_is_parked_by_reference():
+    pool = ClientPool(lambda c: SplitClient(CFG, c), [0, 1, 2], slots=1, threads=1, seed=CFG.seed)
+    avg = SplitClient(CFG, 0).modules_state()
+    for c in (0, 1, 2):
+        with pool.materialised(c, modules=pool.shared_state("epoch0", lambda ref: avg)) as slot:
+            slot.call(slot.client.load_modules_state, avg)
+    assert all(pool.parked[c].modules is avg for c in (0, 1, 2))
+    assert pool.stats().parked_bytes == 0  # no momentum yet, modules shared
+    pool.shutdown()
+
+
+def test_slots_bound_the_clients_in_flight():
+    pool = ClientPool(lambda c: SplitClient(CFG, c), list(range(8)), slots=2, threads=1, seed=CFG.seed)
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def work(c):
+        with pool.materialised(c):
+            with lock:
+                live[0] += 1
+                peak[0] = max(peak[0], live[0])
+            time.sleep(0.02)
+            with lock:
+                live[0] -= 1
+
+    ts = [threading.Thread(target=work, args=(c,)) for c in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert peak[0] == 2
+    assert pool.stats().materialisations == 8
+    pool.shutdown()
+
+
+def test_a_failed_directive_parks_nothing_and_frees_its_slot():
+    pool = ClientPool(lambda c: SplitClient(CFG, c), [0, 1], slots=1, threads=1, seed=CFG.seed)
+    with pytest.raises(RuntimeError, match="boom"):
+        with pool.materialised(0) as slot:
+            slot.client.forward(data(0).x[:4], data(0).y[:4])  # a step left pending
+            raise RuntimeError("boom")
+    assert 0 not in pool.parked
+    with pool.materialised(1) as slot:  # the slot is free again, with no step pending
+        assert slot.client._pending is None and slot.client.client_id == 1
+    with pytest.raises(KeyError, match="client 5 is not hosted here"):
+        with pool.materialised(5):
+            pass
+    pool.shutdown()
+
+
+def test_config_checks_materialise():
+    assert ClusterConfig(materialise=2).materialise == 2
+    assert ClusterConfig().materialise == "all"
+    for bad in (0, "some", 1.5):
+        with pytest.raises(ValueError, match="materialise must be 'all' or an integer >= 1"):
+            ClusterConfig(materialise=bad)
+    with pytest.raises(ValueError, match=r"slots must be in 1\.\.2"):
+        ClientPool(lambda c: SplitClient(CFG, c), [0, 1], slots=3, threads=1, seed=0)
+
+
+# -- on the cluster ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def per_client(run_dir):
+    import pyarrow.parquet as pq
+
+    steps = pq.read_table(run_dir / "steps.parquet").to_pandas().sort_values(["client", "epoch", "batch"])
+    evals = pq.read_table(run_dir / "evals.parquet").to_pandas().sort_values(["client", "epoch"])
+    return steps, evals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["independent", "splitfed"])
+def test_virtual_clients_give_the_materialised_runs_per_client_results(local_ray, tmp_path, mode):
+    from raysplit.config import TrainConfig
+    from raysplit.runtime.driver import run_cluster
+
+    def run(name, materialise):
+        tc = TrainConfig(method="deprune", split=SplitConfig(model="vgg_small", torch_threads=1, seed=3),
+                         dataset="digits", image_size=16, budgets=(4, 128), epochs_per_budget=(1, 1), batch_size=32,
+                         max_batches=3, test_subset=64, out=str(tmp_path / name), progress=False)
+        # One shard per client: each client's arithmetic is then independent of the order in
+        # which the clients' steps reach the shards, so the two runs can be compared exactly.
+        cc = ClusterConfig(train=tc, clients=4, shards=4, clients_per_actor=4, materialise=materialise, mode=mode)
+        summary, _ = run_cluster(cc)
+        return summary, *per_client(tmp_path / name)
+
+    s_all, steps_all, evals_all = run("all", "all")
+    s_virt, steps_virt, evals_virt = run("virtual", 1)
+    assert s_all.virtual is None
+    assert s_virt.virtual["slots"] == 1 and s_virt.virtual["clients"] == 4
+    # 4 clients x (2 training epochs + 2 evaluations [+ 2 aggregations]) + one result each
+    assert s_virt.virtual["materialisations"] == 4 * (4 + 2 * (mode == "splitfed")) + 4
+    assert not s_virt.failed_clients and not s_all.failed_clients
+    key = ["client", "epoch", "batch", "step", "budget", "samples", "bytes_up", "bytes_down", "correct"]
+    assert steps_virt[key].values.tolist() == steps_all[key].values.tolist()
+    np.testing.assert_allclose(steps_virt["loss"].values, steps_all["loss"].values, rtol=1e-5, atol=1e-6)
+    ekey = ["client", "epoch", "correct", "total", "bytes_up"]
+    assert evals_virt[ekey].values.tolist() == evals_all[ekey].values.tolist()
+    assert s_virt.bytes_up == s_all.bytes_up and s_virt.final_test_accuracy == s_all.final_test_accuracy
