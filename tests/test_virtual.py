@@ -228,3 +228,103 @@ def test_virtual_clients_give_the_materialised_runs_per_client_results(local_ray
     ekey = ["client", "epoch", "correct", "total", "bytes_up"]
     assert evals_virt[ekey].values.tolist() == evals_all[ekey].values.tolist()
     assert s_virt.bytes_up == s_all.bytes_up and s_virt.final_test_accuracy == s_all.final_test_accuracy
+
+
+@pytest.mark.slow
+def test_a_virtual_run_with_participant_selection_trains_each_rounds_clients(local_ray, tmp_path):
+    from raysplit.config import TrainConfig
+    from raysplit.runtime.driver import run_cluster
+
+    tc = TrainConfig(method="deprune", split=SplitConfig(model="vgg_small", torch_threads=1, seed=5), dataset="digits",
+                     image_size=16, budgets=(4, 128), epochs_per_budget=(2, 1), batch_size=32, max_batches=2,
+                     test_subset=64, out=str(tmp_path / "sel"), progress=False)
+    cc = ClusterConfig(train=tc, clients=12, clients_per_actor=6, materialise=2, mode="splitfed",
+                       clients_per_round=0.25, availability="markov:3,1")
+    summary, _ = run_cluster(cc)
+    steps, evals = per_client(tmp_path / "sel")
+    sel = cc.selection()
+    for e in range(3):
+        want = set(sel.participants(e, range(12)))
+        assert len(want) == 3
+        assert set(steps[steps.epoch == e].client) == want
+        assert set(evals[evals.epoch == e].client) == want
+    assert summary.epochs == 3 and not summary.failed_clients
+    assert [t["to_budget"] for t in summary.transitions] == [128]
+    assert summary.virtual["slots"] == 4 and summary.virtual["clients"] == 12
+
+
+# -- the loop, in-process (no Ray): run_virtual against ClientLoop.run ----------------------
+
+class ThreadScheduler:
+    """The scheduler's core shared by client threads (what the scheduler actor does)."""
+
+    def __init__(self, core) -> None:
+        self.core, self.cv = core, threading.Condition()
+
+    def next(self, client, report):
+        from raysplit.budget.policies import WAIT
+
+        with self.cv:
+            self.core.report(client, report)  # averages stay dicts in-process
+            self.cv.notify_all()
+            while (d := self.core.decide(client)) is WAIT:
+                self.cv.wait()
+            return d
+
+
+class Rows(list):
+    def put(self, items):
+        self.extend(items)
+
+
+def run_loops(ids, virtual: bool, mode: str):
+    from raysplit.budget.policies import make_policy
+    from raysplit.identity import Identity
+    from raysplit.runtime.coordinator import Coordinator
+    from raysplit.runtime.virtual import run_virtual
+    from raysplit.training.loop import ClientLoop
+    from raysplit.training.methods import make_plan
+
+    plan = make_plan("deprune", (4, 16), (1, 1), lr=0.05, gamma=2, lk=1, channels=SplitClient(CFG).channels)
+    steps = {c: 2 for c in ids}
+    core = Coordinator(make_policy("sync", plan, steps, aggregate=mode == "splitfed"), plan, {c: 96.0 for c in ids})
+    sched, sink = ThreadScheduler(core), Rows()
+    pool = ClientPool(lambda c: SplitClient(CFG, c), ids, slots=1, threads=1, seed=CFG.seed) if virtual else None
+    loops = {c: ClientLoop(client=None if virtual else SplitClient(CFG, c), train=data(c), test=data(100 + c), plan=plan,
+                           transport=InProcessTransport(SplitServer(CFG, 0, plan=plan)), scheduler=sched, sink=sink,
+                           identity=Identity("r", "t"), shard=0, batch_size=32, seed=CFG.seed, t0=0.0)
+             for c in ids}
+    results = {}
+
+    def go(c):
+        results[c] = run_virtual(pool, loops[c], c) if virtual else loops[c].run()
+
+    ts = [threading.Thread(target=go, args=(c,)) for c in ids]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert set(results) == set(ids)
+    if pool is not None:
+        pool.shutdown()
+    return results, sink
+
+
+@pytest.mark.parametrize("mode", ["independent", "splitfed"])
+def test_run_virtual_walks_the_schedule_like_the_materialised_loop(mode):
+    from raysplit.records.rows import EvalRow, StepRow
+
+    ids = [0, 1, 2]
+    got, rows_v = run_loops(ids, True, mode)
+    want, rows_m = run_loops(ids, False, mode)
+
+    def table(rows, kind):
+        if kind is StepRow:
+            return sorted((r.client, r.epoch, r.batch, r.step, r.budget, r.bytes_up, r.bytes_down, r.loss)
+                          for r in rows if isinstance(r, StepRow))
+        return sorted((r.client, r.epoch, r.correct, r.total, r.bytes_up) for r in rows if isinstance(r, EvalRow))
+
+    assert table(rows_v, StepRow) == table(rows_m, StepRow) and len(table(rows_m, StepRow)) == 3 * 2 * 2
+    assert table(rows_v, EvalRow) == table(rows_m, EvalRow) and len(table(rows_m, EvalRow)) == 3 * 2
+    for c in ids:
+        assert got[c].steps == want[c].steps == 4 and got[c].final_filter == want[c].final_filter
