@@ -132,7 +132,10 @@ class Cluster:
         if link.enabled:  # the emulated network: one actor all transports and the scheduler talk to
             medium = link.build_medium({c: shard_of(c, cc.shards) for c in self.ids}, split.seed)
             self.medium = MediumActor.options(**nodes.on_driver_node()).remote(medium, link.link_mode, self.identity)
-        self.scheduler = SchedulerActor.options(**nodes.on_driver_node(), **retry).remote(
+        # Every client waits inside one ``next`` call at a barrier: the async actor must
+        # take them all at once (Ray's default, 1000, deadlocked a 1,024-client run).
+        self.scheduler = SchedulerActor.options(**nodes.on_driver_node(), **retry,
+                                                max_concurrency=cc.clients + 1000).remote(
             cc.policy, self.plan, self.steps_per_epoch, {c: float(n) for c, n in self.part_sizes.items()},
             self.identity, self.shards, cc.shard_sync, self.buffer, segment_steps=cc.sync_every,
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every, store=self.store,
