@@ -182,6 +182,9 @@ class ClusterConfig:
                 raise ValueError("policy 'adaptive' needs a target: --target-step-s SECONDS or --deadline-s SECONDS")
         elif self.policy != "sync" and self.mode == "splitfed":
             raise ValueError("mode 'splitfed' averages heads at common epoch ends: it needs policy 'sync'")
+        if self.materialise != "all" and self.mode == "ushaped":
+            raise ValueError("virtual clients (materialise) park the client half of split training: "
+                             "mode 'ushaped' needs materialise all")
         object.__setattr__(self, "clients_per_round", parse_per_round(self.clients_per_round))
         self.selection()  # checks availability (a trace is read and must list every client)
         if self.policy != "sync" and not self.selection().everyone:

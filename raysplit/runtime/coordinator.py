@@ -137,7 +137,6 @@ class Coordinator:
         self.clock: dict[int, float] = {}   # client -> emulated clock at its last report
         self.resume: dict[int, float] = {}  # client -> emulated time of the last barrier it passed
         self.synced: dict[int, int] = {}                  # client -> epoch of the last average it loaded
-        self.moves = 0                                    # reports and drops that caused events
 
     # -- a client reports -------------------------------------------------------
     def report(self, client: int, report: Report | None) -> list[Action]:
@@ -175,8 +174,6 @@ class Coordinator:
         return [Record((ClientFailed(client, error),)), *self._handle(self.policy.drop(client))]
 
     def _handle(self, events: list[Event]) -> list[Action]:
-        if events:
-            self.moves += 1  # a barrier passed, a round began...: waiting clients may go on
         actions: list[Action] = []
         for ev in events:
             if isinstance(ev, Barrier) and any(c in self.clock for c in ev.clients):

@@ -176,8 +176,8 @@ class ClientPool:
         self.n = 0
         self.t_load = self.t_park = 0.0
 
-    def _state_of(self, c: int) -> Parked:
-        p = self.parked.get(c)
+    def _state_of(self, c: int, fresh: bool = False) -> Parked:
+        p = None if fresh else self.parked.get(c)
         if p is not None:
             return p
         rng = PrivateRng(self.seed * 1000 + c, self.dropout).state_dict()
@@ -191,19 +191,20 @@ class ClientPool:
             return self.shared[1]
 
     @contextmanager
-    def materialised(self, c: int, *, modules: dict | None = None) -> Iterator[Slot]:
+    def materialised(self, c: int, *, modules: dict | None = None, fresh: bool = False) -> Iterator[Slot]:
         """Client ``c`` on a free slot for the ``with`` block, parked again after it.
 
         ``modules``: what the client's modules equal after the block (the average it loads
         for a SplitFed evaluation), parked by reference instead of copied. A block that
         raises parks nothing: the client keeps its state from before (the caller drops a
-        failed client)."""
+        failed client). ``fresh``: load the state of a client that never trained (a recovery
+        rebuilds from there)."""
         if c not in self.ids:
             raise KeyError(f"client {c} is not hosted here (hosted: {self.ids[:8]}{'...' if len(self.ids) > 8 else ''})")
         slot = self.free.get()
         try:
             t0 = time.perf_counter()
-            slot.call(load, slot.client, c, self._state_of(c))
+            slot.call(load, slot.client, c, self._state_of(c, fresh))
             if self.on_load is not None:
                 self.on_load(slot.client, c)
             t1 = time.perf_counter()

@@ -205,10 +205,30 @@ class ClientHost:
         self.loops[c] = loop
         return Restarted("client", c, time.perf_counter() - t0, detail, replayed, loop.client.step)
 
+    def _recover_virtual(self, c: int) -> Restarted:
+        """``_recover`` for a virtual client: on a slot that starts from the fresh state; the
+        recovered state is what the client parks."""
+        t0 = time.perf_counter()
+        with self.pool.materialised(c, fresh=True) as slot:
+            loop = self._make_loop(c, virtual=True)
+            loop.fail_at_epoch = None
+            loop.client = slot.client
+            spec = self.specs[c]
+            try:
+                detail, replayed = slot.call(recover_client, loop, spec.shard, spec.steps_per_epoch)
+                step = slot.client.step
+            finally:
+                loop.client = None
+        self.loops[c] = loop
+        return Restarted("client", c, time.perf_counter() - t0, detail, replayed, step)
+
     def resume(self, client: int, announce: bool = True) -> ClientResult:
         """After a failure (or in a resumed run): rebuild the client from its recovery point
         and its shard's step log, then walk the rest of the schedule."""
-        event = self._on(client, self._recover, client)
+        if self.pool is not None:
+            event = self._recover_virtual(client)
+        else:
+            event = self._on(client, self._recover, client)
         if announce:
             _announce(self.sink.buffer, event)
         return self.run(client)
