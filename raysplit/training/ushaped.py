@@ -306,6 +306,8 @@ class UServer(SplitServer):
         net = build_u_network(cfg)
         self.decompressor, self.middle, self.compressor = net.up_decompressor, net.middle, net.down_compressor
         self.tail = self.middle  # what SplitServer's helpers call the server's network
+        # SplitServer's attributes its inherited helpers read: one cut, no whole model, no teacher
+        self.whole, self.cuts, self.teacher, self.distill = None, (cfg.split_layer,), None, None
         self.wire_shape, self.down_wire = net.up_wire, net.down_wire
         self.channels = net.up_wire[0]
         self.codec = cfg.codec_config()
