@@ -333,6 +333,12 @@ def test_every_panel_query_returns_data_from_real_prometheus(dash, tmp_path):
                 rec.link(c, tenant=tenant, uplink_s=0.1, downlink_s=0.05, wire_up=1100, wire_down=550,
                          sim_time=0.2 * step)
             rec.medium_utilization("cell:wifi", 0.5, tenant=tenant)
+            # The reliability panels (issue 11) read these; a healthy run leaves them at 0.
+            rec.failure("client", "restart", tenant=tenant)
+            rec.recovery("client", 0.5 + 0.1 * (step % 3), tenant=tenant)
+            rec.rejected(shards[0], "bad_tag", tenant=tenant)
+            rec.duplicate(shards[0], tenant=tenant)
+            rec.nonfinite(clients[0], "loss", "skip", tenant=tenant)
             time.sleep(0.5)
             if step % 2:
                 continue
