@@ -273,6 +273,11 @@ def test_metrics_reach_the_prometheus_endpoint():
                 rec.link(client, tenant="acme", uplink_s=0.5, downlink_s=0.25, wire_up=1207, wire_down=600,
                          sim_time=4.0)
                 rec.medium_utilization("cell:wifi", 0.5, tenant="acme")
+                rec.failure("client", "restart", tenant="acme")
+                rec.recovery("client", 1.5, tenant="acme")
+                rec.rejected(shard, "bad_tag", tenant="acme")
+                rec.duplicate(shard, tenant="acme")
+                rec.nonfinite(client, "loss", "skip", tenant="acme")
                 return True
 
         w = Worker.remote()
