@@ -15,13 +15,14 @@ by either.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 
-class FunctionalOptimizer:
+class FunctionalOptimizer(ABC):
     """Parameter groups and per-parameter state around a functional update.
 
     Subclasses set ``name`` (for messages), give their defaults to ``__init__``, check
@@ -58,8 +59,9 @@ class FunctionalOptimizer:
     def check_options(self, g: dict[str, Any]) -> None:
         """Raise ValueError naming a bad hyper-parameter of group ``g``."""
 
-    def step(self) -> None:  # pragma: no cover - every subclass implements it
-        raise NotImplementedError
+    @abstractmethod
+    def step(self) -> None:
+        """Apply one update to every parameter from its ``.grad``."""
 
     def _check_group(self, g: dict[str, Any]) -> None:
         self.check_options(g)
