@@ -137,6 +137,12 @@ class Coordinator:
         self.clock: dict[int, float] = {}   # client -> emulated clock at its last report
         self.resume: dict[int, float] = {}  # client -> emulated time of the last barrier it passed
         self.synced: dict[int, int] = {}                  # client -> epoch of the last average it loaded
+        # Bumped whenever what a waiting client waits for may have changed: the policy
+        # answered a report or a drop with events (a barrier passed, a round began, a
+        # transition), or a client was dropped. A report that moved nothing leaves it, so
+        # the shell wakes its waiters only on a change, not on every report (at 1,024
+        # waiting clients, waking all of them per report costs N decisions per report).
+        self.moves = 0
 
     # -- a client reports -------------------------------------------------------
     def report(self, client: int, report: Report | None) -> list[Action]:
@@ -170,11 +176,13 @@ class Coordinator:
             return []
         self.live.discard(client)
         self.failed[client] = error
+        self.moves += 1
         log.warning("client %s dropped from the schedule: %s", client, error)
         return [Record((ClientFailed(client, error),)), *self._handle(self.policy.drop(client))]
 
     def _handle(self, events: list[Event]) -> list[Action]:
         actions: list[Action] = []
+        self.moves += bool(events)
         for ev in events:
             if isinstance(ev, Barrier) and any(c in self.clock for c in ev.clients):
                 t = max(self.clock.get(c, 0.0) for c in ev.clients)  # they all waited for the last

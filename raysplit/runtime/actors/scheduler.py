@@ -1,7 +1,9 @@
 """Scheduler actor: the coordinator (``runtime/coordinator.py``) behind one async actor.
 
 Clients call ``next`` with their report and wait in it while their policy says WAIT;
-every report wakes the waiters. The actions a report causes (replica syncs, averaging,
+the waiters are woken when what they wait for changes (the coordinator's ``moves``: a
+barrier passed, a round began, a transition, a drop) or when pending actions are done, not
+on every report: a report that moved nothing wakes nobody. The actions a report causes (replica syncs, averaging,
 model and checkpoint saves) are performed before anyone moves on: while one is being
 performed, every ``next`` waits.
 
@@ -91,7 +93,9 @@ class Scheduler:
         if self.redo:
             redo, self.redo = self.redo, []
             await self._perform(redo)
-        await self._perform(self.core.report(client, report))
+        moves = self.core.moves
+        actions = self.core.report(client, report)
+        await self._perform(actions, wake=self.core.moves != moves)
         held = False
         async with self.cond:
             while True:
@@ -109,7 +113,9 @@ class Scheduler:
     async def drop(self, client: int, error: str) -> None:
         if self.clocks is not None:
             await self.clocks.retire.remote(client)
-        await self._perform(self.core.drop(client, error))
+        moves = self.core.moves
+        actions = self.core.drop(client, error)
+        await self._perform(actions, wake=self.core.moves != moves)
 
     async def finish(self) -> dict:
         """After every client is done: make the replicas equal one last time (the async
@@ -131,16 +137,18 @@ class Scheduler:
             await self.journal.save(self.core)
 
     # -- actions ------------------------------------------------------------------
-    async def _perform(self, actions: list) -> None:
+    async def _perform(self, actions: list, wake: bool = False) -> None:
         # Nobody may be handed a directive while the actions of a report are pending: mark
-        # busy before the first await.
+        # busy before the first await. ``wake``: the report changed what waiters wait for;
+        # after actions, everyone is woken (who waited only because they were pending too).
         self.busy += bool(actions)
         ids = [] if self.journal is None else self.journal.add(actions)
         if self.journal is not None:  # write-ahead: the state, and what is still to be done
             await self.journal.save(self.core)
         if not actions:
-            async with self.cond:
-                self.cond.notify_all()
+            if wake:
+                async with self.cond:
+                    self.cond.notify_all()
             return
         try:
             for a in actions:
