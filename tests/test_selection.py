@@ -178,3 +178,69 @@ def test_cluster_config_checks_selection():
     assert ClusterConfig().selection().everyone
     with pytest.raises(ValueError, match="needs policy 'sync'"):
         ClusterConfig(clients=4, clients_per_round=2, policy="async")
+
+
+def test_adaptive_policy_with_selection_adapts_only_the_rounds_participants():
+    from raysplit.budget.policies import AdaptiveConfig, Transition
+
+    sel = Selection(3, Always(), seed=5)
+    clients = range(10)
+    cfg = AdaptiveConfig(target_step_s=0.05, adaptive_base="sync")
+    p = make_policy("adaptive", PLAN, {c: 2 for c in clients}, aggregate=True, selection=sel,
+                    options={"adaptive": {"config": cfg}})
+    start = dict(p.budget)
+    assert set(start.values()) == {4}
+    trained: dict[int, set] = {}
+    budgets_after: dict[int, dict] = {}
+    events: list = []
+    pending = set(clients)
+    for _ in range(10_000):
+        if not pending:
+            break
+        for c in sorted(pending):
+            d = p.decide(c)
+            if d is WAIT:
+                continue
+            if d.kind == DONE:
+                pending.discard(c)
+                continue
+            if d.kind != TRAIN:
+                events += p.observe(Observation(c, d.kind, d.epoch))
+                if d.kind == EVALUATE:
+                    budgets_after[d.epoch] = dict(p.budget)
+                continue
+            trained.setdefault(d.epoch, set()).add(c)
+            n = d.steps[1] - d.steps[0]
+            wire = n * d.budget * 100  # a fast link: 1 us per byte, 1 ms of compute per step
+            events += p.observe(Observation(c, TRAIN, d.epoch, steps=n, samples=8 * n, sim_time=1.0,
+                                            sim_seconds=n * 0.001 + wire * 1e-6, uplink_s=wire * 1e-6,
+                                            wire_bytes_up=wire))
+    assert not pending
+    assert trained == {e: set(sel.participants(e, clients)) for e in range(3)}
+    # Only participants were observed, so only they got per-client transitions; the rest kept 4.
+    adapted = {e.client for e in events if isinstance(e, Transition) and e.client is not None}
+    assert adapted == set().union(*trained.values())
+    for e, who in trained.items():
+        seen = set().union(*(trained[k] for k in range(e + 1)))
+        assert all(budgets_after[e][c] == 4 for c in clients if c not in seen)
+        assert all(budgets_after[e][c] > 4 for c in seen)
+    # The deadline counts only the steps of the rounds a client is drawn for.
+    rounds = {c: sum(c in sel.participants(e, clients) for e in range(3)) for c in clients}
+    assert p.total_steps == {c: 2 * rounds[c] for c in clients}
+
+
+def test_selection_with_the_adaptive_policy_needs_its_sync_base():
+    from raysplit.budget.policies import AdaptiveConfig
+
+    sel = Selection(2, Always(), seed=1)
+    with pytest.raises(ValueError, match="needs --adaptive-base sync for it, got adaptive_base 'async'"):
+        make_policy("adaptive", PLAN, {0: 1, 1: 1, 2: 1}, selection=sel,
+                    options={"adaptive": {"config": AdaptiveConfig(target_step_s=1.0)}})
+    from raysplit.config import TrainConfig
+    from raysplit.config.link import LinkConfig
+
+    base = dict(clients=8, clients_per_round=2, policy="adaptive", train=TrainConfig(link=LinkConfig(link="wifi")))
+    cc = ClusterConfig(**base, adaptive=AdaptiveConfig(target_step_s=1.0, adaptive_base="sync"))
+    assert cc.selection().per_round == 2
+    with pytest.raises(ValueError, match="got policy 'adaptive' with adaptive_base 'async'"):
+        ClusterConfig(**base, adaptive=AdaptiveConfig(target_step_s=1.0))

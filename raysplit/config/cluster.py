@@ -76,7 +76,7 @@ class ClusterConfig:
         placement_timeout: seconds to wait for the placement groups to be placed (nodes to come up).
         clients_per_round: participant selection: the clients that train each epoch (a round), drawn
             uniformly among the available ones: a count (100), a fraction (0.1) or all
-            (``raysplit.budget.selection``; needs policy sync).
+            (``raysplit.budget.selection``; needs policy sync, or adaptive with adaptive_base sync).
         availability: who can be drawn in a round: always, markov:ON,OFF (synthetic active/inactive
             periods, mean lengths in rounds) or trace:PATH (CSV client,start,end: active rounds start..end-1).
         fail_client: testing: CLIENT:EPOCH at which that client raises.
@@ -187,9 +187,12 @@ class ClusterConfig:
                              "mode 'ushaped' needs materialise all")
         object.__setattr__(self, "clients_per_round", parse_per_round(self.clients_per_round))
         self.selection()  # checks availability (a trace is read and must list every client)
-        if self.policy != "sync" and not self.selection().everyone:
+        if not self.selection().everyone and (self.policy == "async" or (
+                self.policy == "adaptive" and self.adaptive.adaptive_base != "sync")):
+            got = (f"policy {self.policy!r}" if self.policy != "adaptive"
+                   else f"policy 'adaptive' with adaptive_base {self.adaptive.adaptive_base!r}")
             raise ValueError("participant selection (clients_per_round, availability) draws clients per epoch: "
-                             "it needs policy 'sync'")
+                             f"it needs policy 'sync', or 'adaptive' with --adaptive-base sync; got {got}")
         if self.policy != "sync" and self.sync_every:
             raise ValueError("sync_every syncs replicas at common step counts: it needs policy 'sync'")
 

@@ -24,6 +24,11 @@ spends whatever the link allows on accuracy and no more.
 Progression is another policy's (``adaptive_base``): async (each client at its own pace,
 the default) or sync (barriers, so heads can be averaged); this one only sets budgets.
 The plan's phases still give the stages (objectives, filter resets), not the budgets.
+
+With participant selection (``raysplit.budget.selection``, sync base only: rounds need
+common epochs) only a round's participants train, so only their observations reach the
+loop; a client that sits out keeps its budget and estimates until it is drawn again. Its
+steps left (for ``deadline_s``) count only the rounds it is drawn for.
 """
 
 from __future__ import annotations
@@ -119,8 +124,11 @@ class AdaptivePolicy:
     """
 
     def __init__(self, plan: Plan, steps_per_epoch: dict[int, int], segment_steps: int = 0, aggregate: bool = False,
-                 config: AdaptiveConfig | None = None) -> None:
+                 config: AdaptiveConfig | None = None, selection=None) -> None:
         cfg = config or AdaptiveConfig()
+        if selection is not None and cfg.adaptive_base != "sync":
+            raise ValueError(f"participant selection draws clients per round (epoch): policy 'adaptive' needs "
+                             f"--adaptive-base sync for it, got adaptive_base {cfg.adaptive_base!r} (no common epochs)")
         if not plan.compression:
             raise ValueError(f"policy 'adaptive' chooses budgets for the compression module; method {plan.method!r} "
                              "has none (use fixed, deprune or prune)")
@@ -128,12 +136,19 @@ class AdaptivePolicy:
             raise ValueError("policy 'adaptive' needs a target: --target-step-s SECONDS or --deadline-s SECONDS")
         self.cfg, self.plan = cfg, plan
         base = SyncPolicy if cfg.adaptive_base == "sync" else AsyncPolicy
-        self.inner = base(plan, dict(steps_per_epoch), cfg.adapt_every, aggregate)
+        self.inner = (base(plan, dict(steps_per_epoch), cfg.adapt_every, aggregate) if selection is None
+                      else SyncPolicy(plan, dict(steps_per_epoch), cfg.adapt_every, aggregate, selection=selection))
         self.candidates = candidate_budgets(plan, cfg.adaptive_budgets)
         first = plan.phases[0].budget
         start = min(self.candidates, key=lambda b: (abs(b - first), b))
         self.budget = {c: start for c in steps_per_epoch}
-        self.total_steps = {c: n * plan.total_epochs for c, n in steps_per_epoch.items()}
+        # the steps each client will train: in every epoch, or only in the rounds it is drawn for
+        rounds = {c: plan.total_epochs for c in steps_per_epoch} if selection is None else {c: 0 for c in steps_per_epoch}
+        if selection is not None:
+            for e in range(plan.total_epochs):
+                for c in selection.participants(e, steps_per_epoch):
+                    rounds[c] += 1
+        self.total_steps = {c: n * rounds[c] for c, n in steps_per_epoch.items()}
         self.done_steps = {c: 0 for c in steps_per_epoch}
         self.est = {c: _Estimate() for c in steps_per_epoch}
 
