@@ -23,6 +23,8 @@ steps (first step start to last step end over all clients).
     python benchmarks/scaling.py                    # 1, 8, 16, 32 clients + 32 as 32 processes (~10 min)
     python benchmarks/scaling.py --clients 8,32     # other points
     python benchmarks/scaling.py --quick            # smoke run: 1 and 4 clients on 512 samples
+    python benchmarks/scaling.py --clients 8 --grouped "" --virtual 32:2,128:2,512:2,1024:2 \
+        --link-points 4096:2                        # virtual clients; 4,096 in virtual-time link mode
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ def last_epoch_span(rows: list) -> tuple[int, float]:
     return sum(r.samples for r in rs), span
 
 
-def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materialise: int | str = "all") -> dict:
+def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materialise: int | str = "all",
+              link: str = "none") -> dict:
     import ray
 
     from raysplit.config import ClusterConfig, TrainConfig
+    from raysplit.config.link import LinkConfig
     from raysplit.runtime.driver import Cluster
 
+    lc = LinkConfig() if link == "none" else LinkConfig(link=link, link_mode="virtual")
     cfg = TrainConfig(train_subset=a.train_subset, epochs_per_budget=a.epochs, out=str(tmp / f"c{clients}"),
-                      progress=False)
+                      progress=False, link=lc)
     cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc, materialise=materialise)
     from raysplit.observability.callbacks import StepCollector
 
@@ -87,6 +92,8 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materiali
         "clients_per_actor": s.clients_per_actor,
         "actors": s.client_actors,
         "materialise": materialise,
+        "link": link,
+        "sim_seconds": s.sim_seconds,
         "parked_kib_per_client": None if s.virtual is None else s.virtual["parked_bytes_per_client"] / 1024,
         "materialise_ms": None if s.virtual is None else s.virtual["materialise_ms"],
         "park_ms": None if s.virtual is None else s.virtual["park_ms"],
@@ -112,6 +119,20 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materiali
     }
 
 
+def marginal_pss_per_client(row: dict, rows: list[dict]) -> float | None:
+    """Memory per idle client: the peak PSS this virtual row adds over the next smaller
+    virtual row with the same processes and slots (so the same materialised clients),
+    per added client (KiB). None for the smallest such row and non-virtual rows."""
+    if row["materialise"] == "all":
+        return None
+    same = [r for r in rows if r["materialise"] == row["materialise"] and r["actors"] == row["actors"]
+            and r["link"] == row["link"] and r["clients"] < row["clients"]]
+    if not same:
+        return None
+    prev = max(same, key=lambda r: r["clients"])
+    return (row["peak_pss_gib"] - prev["peak_pss_gib"]) * C.GIB / 1024 / (row["clients"] - prev["clients"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients on 512 samples, 1 epoch each")
@@ -125,6 +146,10 @@ def main(argv=None) -> int:
                     help="extra points clients:clients_per_actor[:malloc], comma list ('' = none)")
     ap.add_argument("--virtual", default="",
                     help="virtual-client points clients:materialised-per-actor, comma list (e.g. 128:2,1024:2)")
+    ap.add_argument("--link-points", default="",
+                    help="virtual-client points in virtual-time link mode, clients:materialised-per-actor, comma list "
+                    "(e.g. 4096:2); their link: --link")
+    ap.add_argument("--link", default="wifi", help="the emulated link of the --link-points (raysplit.link.spec)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
     ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                     help="ClusterConfig.malloc for the --clients points (auto = fast)")
@@ -140,23 +165,27 @@ def main(argv=None) -> int:
     def per_actor(v: str) -> int | str:
         return v if v == "auto" else int(v)
 
-    points = [(int(c), per_actor(a.per_actor), a.malloc, "all") for c in a.clients.split(",") if c.strip()]
+    points = [(int(c), per_actor(a.per_actor), a.malloc, "all", "none") for c in a.clients.split(",") if c.strip()]
     for g in (g.strip() for g in a.grouped.split(",") if g.strip()):
         parts = g.split(":")
-        points.append((int(parts[0]), per_actor(parts[1]), parts[2] if len(parts) > 2 else a.malloc, "all"))
+        points.append((int(parts[0]), per_actor(parts[1]), parts[2] if len(parts) > 2 else a.malloc, "all", "none"))
     for v in (v.strip() for v in a.virtual.split(",") if v.strip()):
         n, k = v.split(":")
-        points.append((int(n), "auto", a.malloc, int(k)))
+        points.append((int(n), "auto", a.malloc, int(k), "none"))
+    for v in (v.strip() for v in a.link_points.split(",") if v.strip()):
+        n, k = v.split(":")
+        points.append((int(n), "auto", a.malloc, int(k), a.link))
 
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-scaling-"))
     rows, skipped = [], []
     try:
-        for clients, cpa, malloc, materialise in points:
+        for clients, cpa, malloc, materialise, link in points:
             avail = C.psutil.virtual_memory().available / C.GIB
             procs = clients if cpa == "auto" else -(-clients // cpa)
             need = a.min_free_gib * (procs if materialise == "all" else min(procs, 8)) + 2
-            print(f"- {clients} clients, {cpa} per actor, {materialise} materialised, malloc {malloc} (available memory "
+            print(f"- {clients} clients, {cpa} per actor, {materialise} materialised, link {link}, malloc {malloc} "
+                  f"(available memory "
                   f"{avail:.1f} GiB) ...", flush=True)
             if a.quiet_wait > 0:
                 C.wait_for_quiet(a.quiet_wait)
@@ -167,7 +196,7 @@ def main(argv=None) -> int:
                                 "available_gib": avail})
                 continue
             row = C.retry_on_ray_failure(
-                run_point, clients, cpa, malloc, a, tmp, materialise, reinit=False,
+                run_point, clients, cpa, malloc, a, tmp, materialise, link, reinit=False,
             )
             rows.append(row)
             print(
@@ -186,6 +215,7 @@ def main(argv=None) -> int:
         ("clients_per_actor", "per actor", "d"),
         ("actors", "actors", "d"),
         ("materialise", "materialised/actor", ""),
+        ("link", "link", ""),
         ("malloc", "malloc", ""),
         ("samples", "samples", "d"),
         ("sps_train_seconds", "samples/s", ".0f"),
@@ -205,6 +235,8 @@ def main(argv=None) -> int:
         ("peak_processes", "procs", "d"),
         ("parked_kib_per_client", "parked KiB/client", ".0f"),
         ("materialise_ms", "materialise ms", ".2f"),
+        ("park_ms", "park ms", ".2f"),
+        ("marginal_pss_kib_per_client", "PSS KiB per added idle client", ".0f"),
         ("failed", "failed", "d"),
         ("foreign_cpu_cores", "other load", ".2f"),
     ]
@@ -212,6 +244,7 @@ def main(argv=None) -> int:
                  and r["materialise"] == "all"), None)
     for r in rows:
         r["ratio_to_8"] = r["sps_train_seconds"] / base if base else None
+        r["marginal_pss_kib_per_client"] = marginal_pss_per_client(r, rows)
     setup = {
         "workload": "jobs/deprune.py defaults split over N clients: deprune 4 -> 128 over 2 + 1 epochs, "
         f"{a.train_subset} training samples in total, batch 32, 500 test samples shared among the clients",
@@ -231,7 +264,10 @@ def main(argv=None) -> int:
         "USS = private pages only (lower bound), RSS = double counts shared pages (upper bound); "
         "peaks of the three sums may come from different samples",
         "sps": "training samples / summary train_seconds (after start-up, evaluation included)",
-        "ratio_to_8": "samples/s over the 8-client row's (target: 32 clients >= 0.8)",
+        "ratio_to_8": "samples/s over the 8-client row's (targets: 32 and 1,024 clients >= 0.8)",
+        "link_points": f"virtual-time link mode, --link {a.link}",
+        "marginal_pss_kib_per_client": "(peak PSS of the row - peak PSS of the next smaller virtual row with the "
+        "same processes and slots) / added clients, KiB",
         "sps_last_epoch": "samples of the last epoch / (last step end - first step start) over all clients",
         "step_phases": "medians over the last epoch's StepRows (ms): exchange = activation handed over until "
         "gradient held; queue = waiting at the shard; server = the shard's merged step",
@@ -246,7 +282,12 @@ def main(argv=None) -> int:
         f"The job's defaults (vgg_small, Fashion-MNIST {a.train_subset} samples in total, deprune 4 -> 128 over "
         f"{'+'.join(map(str, a.epochs))} epochs, batch 32) split over N clients; no CPU cap; fresh Ray per row. "
         "Memory: peak of the summed PSS (USS, RSS) of the driver and every Ray process, "
-        f"sampled every {a.interval} s. Target: 32 clients >= 0.8 x the 8-client samples/s.\n"
+        f"sampled every {a.interval} s. Targets: 32 clients >= 0.8 x the 8-client samples/s; 1,024 (virtual) "
+        "clients: peak PSS <= 12 GB, start-up <= 60 s, samples/s >= 0.8 x the 8-client row's. Virtual rows: "
+        "N:K = N clients over the auto processes, K materialised per process (`--materialise K`); link rows: "
+        f"the same in virtual-time link mode (`--link {a.link} --link-mode virtual`). Memory per idle client: "
+        "parked KiB/client (the numpy state kept per client) and the peak PSS a row adds per added client over "
+        "the next smaller virtual row with the same processes.\n"
         f"Machine: {machine['cpu_count']} cores, {machine['memory_total_gib']} GiB, shared; created {C.now_iso()}.\n\n"
         + C.md_table(rows, cols)
     )
