@@ -171,11 +171,17 @@ class SplitClient:
         if self.opt is None:
             return {}
         self.opt.zero_grad(set_to_none=True)
+        return self._apply_gradient(sel, msg.values, step)
+
+    def _apply_gradient(self, sel: torch.Tensor, grad: np.ndarray, step: int) -> dict[str, float]:
+        """Back-propagate ``grad`` (the loss's gradient for ``sel``) and the regularisers'
+        terms into the client's parameters, check them, and take one optimizer step;
+        returns each regulariser's unweighted value by name."""
         if sel.requires_grad:
             # d(sum(sel * g))/d sel = g exactly, so this is sel.backward(g). The scalar
             # form matters for memory: autograd imports sympy (~20 MiB per process) to
             # check the shape of an explicit gradient tensor.
-            (sel * torch.from_numpy(msg.values)).sum().backward()
+            (sel * torch.from_numpy(grad)).sum().backward()
         values = {}
         for reg in self.regularizers:
             # totalLoss = Loss + ε·pruneLoss: the term depends only on f, which lives

@@ -211,17 +211,8 @@ class UClient(SplitClient):
         if msg.values.shape != tuple(sel.shape):
             raise ValueError(f"gradient shape {msg.values.shape} does not match the activation {tuple(sel.shape)}")
         self._pending = None
-        if sel.requires_grad:
-            (sel * torch.from_numpy(msg.values)).sum().backward()
-        values = {}
-        for reg in self.regularizers:
-            weighted, raw = reg(self.compressor, self.budget)
-            if weighted.requires_grad:
-                weighted.backward()
-            values[reg.name] = raw
-        check_finite_grads(self.modules.parameters(), f"client {self.client_id} step {step}")
-        self.opt.step()
-        return values
+        # no zero_grad here: forward() zeroed them, and tail_step added the tail's for this step
+        return self._apply_gradient(sel, msg.values, step)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "seq": SEQS_PER_STEP * self.step, "seqs_per_step": SEQS_PER_STEP}
