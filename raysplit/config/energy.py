@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from raysplit.codec import CodecConfig
+from raysplit.config.checks import check_at_least, check_counts_or_none
 from raysplit.config.cli import option
 from raysplit.data import DATASETS
 from raysplit.energy.choice import POLICIES, layer_cuts
@@ -182,15 +183,10 @@ class EnergySplitConfig:
             raise ValueError(f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
-        for name, low in (("epochs", 1), ("sparse_epochs", 1), ("batch_size", 1), ("clients", 1), ("infer_batch", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        check_at_least(self, {"epochs": 1, "sparse_epochs": 1, "batch_size": 1, "clients": 1, "infer_batch": 1})
         if not 1 <= self.shards <= self.clients:
             raise ValueError(f"shards must be in 1..clients ({self.clients}), got {self.shards}")
-        for name in ("train_subset", "test_subset", "image_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+        check_counts_or_none(self, ("train_subset", "test_subset", "image_size"))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.l1 < 1.0:

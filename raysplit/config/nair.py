@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from raysplit.config.checks import check_at_least, check_counts_or_none
 from raysplit.config.cli import option
 from raysplit.data import DATASETS
 
@@ -106,13 +107,8 @@ class NairConfig:
         object.__setattr__(self, "variants", _variants(self.variants))
         if self.deadlines is not None:
             object.__setattr__(self, "deadlines", _deadlines(self.deadlines))
-        for name, low in (("batch_size", 1), ("original_epochs", 1), ("epochs", 1), ("slices", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "image_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+        check_at_least(self, {"batch_size": 1, "original_epochs": 1, "epochs": 1, "slices": 1})
+        check_counts_or_none(self, ("train_subset", "test_subset", "image_size"))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.w_non < 0 or self.penalty < 0:

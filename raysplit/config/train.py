@@ -6,6 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from raysplit.config.checks import check_at_least, check_counts_or_none
 from raysplit.config.cli import option
 from raysplit.config.link import LinkConfig
 from raysplit.config.split import SplitConfig
@@ -112,13 +113,8 @@ class TrainConfig:
         for name in ("lr", "gamma"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name, low in (("lk", 0), ("batch_size", 1), ("checkpoint_every", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "max_batches", "image_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1 (or {'auto' if name == 'image_size' else 'all'}), got {v}")
+        check_at_least(self, {"lk": 0, "batch_size": 1, "checkpoint_every": 0})
+        check_counts_or_none(self, ("train_subset", "test_subset", "max_batches", "image_size"))
         if self.on_nonfinite not in NONFINITE:
             raise ValueError(f"unknown on_nonfinite {self.on_nonfinite!r}; choose one of {', '.join(NONFINITE)}")
         if self.evaluate not in EVALUATIONS:
