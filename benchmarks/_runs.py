@@ -164,3 +164,12 @@ def where(a) -> str:
 
 def command(script: str, argv: list[str] | None) -> str:
     return f"python benchmarks/{script}.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+
+
+def header(script: str, command: str, a) -> dict:
+    """The fields every run-based benchmark's JSON starts with: what, when, how to re-run it,
+    on which machine, and every option (paths as text)."""
+    import _common as C
+
+    return {"benchmark": script, "date": C.now_iso(), "command": command, "machine": C.machine_info(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}

@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
           f"scratch and module: {total} epochs SGD lr {a.scratch_lr}. Accuracy and bytes: split inference of the saved "
           f"model on the test subset (bytes = inference messages per sample).\n\n"
           + C.md_table(rows, cols) + f"\n\nReproduce: `{command}`\n\nCreated {C.now_iso()}.\n")
-    result = {"benchmark": NAME, "date": C.now_iso(), "command": command, "machine": C.machine_info(),
-              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}, "rows": rows}
+    result = {**R.header(NAME, command, a), "rows": rows}
     C.write_results(NAME, result, md, a.out_dir)
     return 0
 

@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           f"regime: fixed budgets losing >= {a.loss_points:g} points against no compression; deprune "
           f"B -> {a.high} over {a.deprune_epochs} epochs. Bytes: training traffic (up + down) per training sample.\n\n"
           + C.md_table(rows, cols) + f"\n\nReproduce: `{command}`\n\nCreated {C.now_iso()}.\n")
-    result = {"benchmark": NAME, "date": C.now_iso(), "command": command, "machine": C.machine_info(),
-              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}, "rows": rows,
+    result = {**R.header(NAME, command, a), "rows": rows,
               "regime": [{"budget": x["budget"], "resolution": x["resolution"]} for x in lossy]}
     C.write_results(NAME, result, md, a.out_dir)
     return 0

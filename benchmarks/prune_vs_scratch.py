@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
           f"target = {a.target:g} x the scratch final accuracy.\n\n"
           + C.md_table(rows, cols) + f"\n\n![prune vs scratch]({NAME}.png)\n\nReproduce: `{command}`\n\nRuns:\n\n"
           + "\n".join(f"- `{r.command}`" for r in [prune, *scratch_runs.values()]) + f"\n\nCreated {C.now_iso()}.\n")
-    result = {"benchmark": NAME, "date": C.now_iso(), "command": command, "machine": C.machine_info(),
-              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+    result = {**R.header(NAME, command, a),
               "samples_per_epoch": per_epoch, "passes_per_epoch": passes, "rows": rows,
               "runs": [{"name": r.name, "command": r.command, "accuracy": r.accuracy, "seconds": r.seconds,
                         "summary": r.summary} for r in [prune, *scratch_runs.values()]]}
