@@ -205,11 +205,18 @@ def main(argv=None) -> int:
                 f"other load {row['foreign_cpu_cores']:.2f} cores",
                 flush=True,
             )
+            record(rows, skipped, a, machine, partial=True)  # a later point that hangs or dies keeps these
             gc.collect()
             time.sleep(2)  # let the previous session's processes exit
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    record(rows, skipped, a, machine, partial=False)
+    return 0
+
+
+def record(rows: list[dict], skipped: list[dict], a, machine: dict, partial: bool) -> None:
+    """Print and write the results of the points measured so far."""
     cols = [
         ("clients", "clients", "d"),
         ("clients_per_actor", "per actor", "d"),
@@ -274,9 +281,9 @@ def main(argv=None) -> int:
         "startup_s": "summary startup_seconds: data load + actor creation until every actor is ready "
         "(ray.init not included: ray_init_s)",
     }
-    table = C.text_table(rows, cols)
-    print()
-    print(table)
+    if not partial:
+        print()
+        print(C.text_table(rows, cols))
     md = (
         "# Scaling: clients on one machine (1 shard)\n\n"
         f"The job's defaults (vgg_small, Fashion-MNIST {a.train_subset} samples in total, deprune 4 -> 128 over "
@@ -288,12 +295,13 @@ def main(argv=None) -> int:
         f"the same in virtual-time link mode (`--link {a.link} --link-mode virtual`). Memory per idle client: "
         "parked KiB/client (the numpy state kept per client) and the peak PSS a row adds per added client over "
         "the next smaller virtual row with the same processes.\n"
-        f"Machine: {machine['cpu_count']} cores, {machine['memory_total_gib']} GiB, shared; created {C.now_iso()}.\n\n"
+        f"Machine: {machine['cpu_count']} cores, {machine['memory_total_gib']} GiB, shared; created {C.now_iso()}"
+        f"{' (partial: written after each point, the run went on)' if partial else ''}.\n\n"
         + C.md_table(rows, cols)
     )
-    result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "rows": rows}
+    result = {"benchmark": NAME, "created": C.now_iso(), "partial": partial, "setup": setup, "machine": machine,
+              "rows": rows}
     C.write_results(NAME, result, md, a.out_dir)
-    return 0
 
 
 if __name__ == "__main__":
