@@ -24,7 +24,7 @@ steps (first step start to last step end over all clients).
     python benchmarks/scaling.py --clients 8,32     # other points
     python benchmarks/scaling.py --quick            # smoke run: 1 and 4 clients on 512 samples
     python benchmarks/scaling.py --clients 8 --grouped "" --virtual 32:2,128:2,512:2,1024:2 \
-        --link-points 4096:2                        # virtual clients; 4,096 in virtual-time link mode
+        --link-points 8:all,4096:2                  # virtual clients; 4,096 in virtual-time link mode
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--virtual", default="",
                     help="virtual-client points clients:materialised-per-actor, comma list (e.g. 128:2,1024:2)")
     ap.add_argument("--link-points", default="",
-                    help="virtual-client points in virtual-time link mode, clients:materialised-per-actor, comma list "
-                    "(e.g. 4096:2); their link: --link")
+                    help="points in virtual-time link mode, clients:materialised-per-actor (or all), comma list "
+                    "(e.g. 8:all,4096:2: the 8-client row is their baseline); their link: --link")
     ap.add_argument("--link", default="wifi", help="the emulated link of the --link-points (raysplit.link.spec)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
     ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         points.append((int(n), "auto", a.malloc, int(k), "none"))
     for v in (v.strip() for v in a.link_points.split(",") if v.strip()):
         n, k = v.split(":")
-        points.append((int(n), "auto", a.malloc, int(k), a.link))
+        points.append((int(n), "auto", a.malloc, k if k == "all" else int(k), a.link))
 
     machine = C.machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="raysplit-bench-scaling-"))
@@ -247,9 +247,12 @@ def record(rows: list[dict], skipped: list[dict], a, machine: dict, partial: boo
         ("failed", "failed", "d"),
         ("foreign_cpu_cores", "other load", ".2f"),
     ]
-    base = next((r["sps_train_seconds"] for r in rows if r["clients"] == 8 and r["clients_per_actor_requested"] == "auto"
-                 and r["materialise"] == "all"), None)
-    for r in rows:
+    def base_of(link: str) -> float | None:
+        return next((r["sps_train_seconds"] for r in rows if r["clients"] == 8 and r["materialise"] == "all"
+                     and r["clients_per_actor_requested"] == "auto" and r["link"] == link), None)
+
+    for r in rows:  # against the 8-client row with the same link (the plain one for rows without a link)
+        base = base_of(r["link"])
         r["ratio_to_8"] = r["sps_train_seconds"] / base if base else None
         r["marginal_pss_kib_per_client"] = marginal_pss_per_client(r, rows)
     setup = {
@@ -271,7 +274,7 @@ def record(rows: list[dict], skipped: list[dict], a, machine: dict, partial: boo
         "USS = private pages only (lower bound), RSS = double counts shared pages (upper bound); "
         "peaks of the three sums may come from different samples",
         "sps": "training samples / summary train_seconds (after start-up, evaluation included)",
-        "ratio_to_8": "samples/s over the 8-client row's (targets: 32 and 1,024 clients >= 0.8)",
+        "ratio_to_8": "samples/s over the 8-client row's with the same link (targets: 32 and 1,024 clients >= 0.8)",
         "link_points": f"virtual-time link mode, --link {a.link}",
         "marginal_pss_kib_per_client": "(peak PSS of the row - peak PSS of the next smaller virtual row with the "
         "same processes and slots) / added clients, KiB",

@@ -328,3 +328,15 @@ def test_run_virtual_walks_the_schedule_like_the_materialised_loop(mode):
     assert table(rows_v, EvalRow) == table(rows_m, EvalRow) and len(table(rows_m, EvalRow)) == 3 * 2
     for c in ids:
         assert got[c].steps == want[c].steps == 4 and got[c].final_filter == want[c].final_filter
+
+
+def test_virtual_clients_under_the_virtual_clock_are_refused_naming_the_values():
+    from raysplit.runtime.virtual import check_link_mode
+
+    hosts = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="materialise 2 with link_mode 'virtual': a process hosts up to 4 clients"):
+        check_link_mode(2, hosts, "virtual")
+    check_link_mode(4, hosts, "virtual")  # every hosted client has a slot: nobody waits for one
+    check_link_mode(2, hosts, "realtime")  # the wall clock waits for nobody
+    check_link_mode(2, hosts, None)
+    check_link_mode("all", hosts, "virtual")

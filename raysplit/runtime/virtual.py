@@ -263,6 +263,25 @@ def run_virtual(pool: ClientPool, loop: ClientLoop, c: int) -> ClientResult:
             loop.client = None
 
 
+def check_link_mode(materialise: int | str, hosts: list[list[int]], link_mode: str | None) -> None:
+    """Refuse virtual clients under the emulated network's virtual clock.
+
+    The virtual clock settles a step only once no client can still act before it
+    (``raysplit.link.medium``: the conservative rule); a parked client waiting for a slot
+    is such a client, and the materialised ones wait for it in their step while holding
+    the slots it needs: the run would hang at its first step. (Releasing the slot while
+    a step's timing is pending would need the step split across two materialisations.)
+    ``link_mode``: None without an emulated link."""
+    if materialise == ALL or link_mode != "virtual":
+        return
+    most = max((len(h) for h in hosts), default=0)
+    if int(materialise) < most:
+        raise ValueError(
+            f"materialise {materialise} with link_mode 'virtual': a process hosts up to {most} clients, and the "
+            "virtual clock waits for every client to act, including those parked waiting for a slot (the run "
+            f"would hang); use --materialise all (or >= {most}), or --link-mode realtime")
+
+
 def summarise(stats: list[dict | None]) -> dict | None:
     """The hosts' ``VirtualStats`` as one summary entry (None when no host is virtual)."""
     vs = [s for s in stats if s]
