@@ -63,7 +63,8 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materiali
     lc = LinkConfig() if link == "none" else LinkConfig(link=link, link_mode="virtual")
     cfg = TrainConfig(train_subset=a.train_subset, epochs_per_budget=a.epochs, out=str(tmp / f"c{clients}"),
                       progress=False, link=lc)
-    cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc, materialise=materialise)
+    cc = ClusterConfig(train=cfg, clients=clients, clients_per_actor=cpa, malloc=malloc, materialise=materialise,
+                       failure_policy=a.failure_policy)
     from raysplit.observability.callbacks import StepCollector
 
     col = StepCollector()
@@ -93,6 +94,7 @@ def run_point(clients: int, cpa: int | str, malloc: str, a, tmp: Path, materiali
         "actors": s.client_actors,
         "materialise": materialise,
         "link": link,
+        "failure_policy": a.failure_policy,
         "sim_seconds": s.sim_seconds,
         "parked_kib_per_client": None if s.virtual is None else s.virtual["parked_bytes_per_client"] / 1024,
         "materialise_ms": None if s.virtual is None else s.virtual["materialise_ms"],
@@ -126,7 +128,8 @@ def marginal_pss_per_client(row: dict, rows: list[dict]) -> float | None:
     if row["materialise"] == "all":
         return None
     same = [r for r in rows if r["materialise"] == row["materialise"] and r["actors"] == row["actors"]
-            and r["link"] == row["link"] and r["clients"] < row["clients"]]
+            and r["link"] == row["link"] and r.get("failure_policy") == row.get("failure_policy")
+            and r["clients"] < row["clients"]]
     if not same:
         return None
     prev = max(same, key=lambda r: r["clients"])
@@ -150,6 +153,9 @@ def main(argv=None) -> int:
                     help="points in virtual-time link mode, clients:materialised-per-actor (or all), comma list "
                     "(e.g. 8:all,4096:2: the 8-client row is their baseline); their link: --link")
     ap.add_argument("--link", default="wifi", help="the emulated link of the --link-points (raysplit.link.spec)")
+    ap.add_argument("--failure-policy", default="restart",
+                    help="ClusterConfig.failure_policy of every point (the job's default restart keeps a recovery "
+                    "point per client at its shard after every evaluation, and the replies since; exclude keeps none)")
     ap.add_argument("--interval", type=float, default=0.5, help="memory sampling interval (s)")
     ap.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                     help="ClusterConfig.malloc for the --clients points (auto = fast)")
@@ -223,6 +229,7 @@ def record(rows: list[dict], skipped: list[dict], a, machine: dict, partial: boo
         ("actors", "actors", "d"),
         ("materialise", "materialised/actor", ""),
         ("link", "link", ""),
+        ("failure_policy", "failure policy", ""),
         ("malloc", "malloc", ""),
         ("samples", "samples", "d"),
         ("sps_train_seconds", "samples/s", ".0f"),
