@@ -173,6 +173,7 @@ def figures(out: str | Path, runs: dict[tuple[str, str], list[dict]]) -> list[Pa
     )
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for setting in sorted({s for s, _ in runs}):
         mine = {v: rows for (s, v), rows in runs.items() if s == setting}
