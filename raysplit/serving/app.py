@@ -68,7 +68,8 @@ class TailClient:
 
     def __init__(self, cfg: ServeConfig, handle) -> None:
         self.cfg, self.handle = cfg, handle
-        self._infer = handle.options(method_name="infer")
+        self._infer = handle.options(method_name="infer", **_handle_options(cfg))
+        self._async: dict[int, object] = {}  # event loop id -> a handle routing on that loop
 
     @classmethod
     def connect(cls, cfg: ServeConfig) -> "TailClient":
@@ -88,9 +89,23 @@ class TailClient:
         except BackPressureError as e:
             raise self._overloaded(e) from None
 
+    def _loop_handle(self):
+        """A handle whose router runs on the calling event loop: one thread hop less per
+        request than the default handle (whose router runs on a thread of its own)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        h = self._async.get(id(loop))
+        if h is None:
+            h = serve.get_app_handle(self.cfg.name)
+            h._init(_run_router_in_separate_loop=False)
+            h = self._async[id(loop)] = h.options(method_name="infer", **_handle_options(self.cfg))
+        return h
+
     async def infer_async(self, message: bytes) -> dict:
         try:
-            return await self._infer.remote(message)
+            h = self._loop_handle() if self.cfg.router_on_caller_loop else self._infer
+            return await h.remote(message)
         except BackPressureError as e:
             raise self._overloaded(e) from None
 
@@ -109,6 +124,10 @@ class TailClient:
         serve.delete(self.cfg.name)
 
 
+def _handle_options(cfg: ServeConfig) -> dict:
+    return {} if cfg.handle_transport == "actor" else {"_by_reference": False}  # "grpc": Serve's gRPC path
+
+
 def start(cfg: ServeConfig) -> TailClient:
     """Deploy the tail on the running Ray (``ray.init()`` first) and return a client for it."""
     if cfg.http_port is None:
@@ -120,6 +139,7 @@ def start(cfg: ServeConfig) -> TailClient:
         num_replicas=cfg.replicas,
         max_ongoing_requests=cfg.max_ongoing,
         max_queued_requests=cfg.max_queued,
+        logging_config={"enable_access_log": cfg.access_log, "log_level": "INFO" if cfg.access_log else "WARNING"},
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
                            "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}},
     ).bind(cfg.model, cfg.variant, threads, cfg.max_batch_size, cfg.batch_wait_s, cfg.key_hex)
