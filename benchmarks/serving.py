@@ -216,6 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--handle-transport", choices=("actor", "grpc"), default=ServeConfig.handle_transport)
     ap.add_argument("--router-on-caller-loop", action=argparse.BooleanOptionalAction,
                     default=ServeConfig.router_on_caller_loop)
+    ap.add_argument("--user-code-thread", action=argparse.BooleanOptionalAction, default=ServeConfig.user_code_thread)
     ap.add_argument("--seconds", type=float, default=8.0, help="per throughput measurement")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loads", default="0.2,0.4,0.6,0.8,0.95,1.1", help="offered load, fractions of the capacity")
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
                           cpus_per_replica=a.cpus_per_replica, max_batch_size=a.max_batch_size,
                           batch_wait_s=a.batch_wait_s, max_ongoing=a.max_ongoing or max(64, a.concurrency),
                           max_queued=-1, handle_transport=a.handle_transport,
-                          router_on_caller_loop=a.router_on_caller_loop)
+                          router_on_caller_loop=a.router_on_caller_loop, user_code_thread=a.user_code_thread)
         tail = start(cfg)
         svc = TailService(served, threads=max(1, int(round(cores))))
         loop = asyncio.new_event_loop()
@@ -362,7 +363,8 @@ def main(argv=None) -> int:
              "cpus_per_replica": a.cpus_per_replica, "in_process_threads": max(1, int(round(cores))),
              "max_batch_size": a.max_batch_size, "batch_wait_s": a.batch_wait_s, "concurrency": a.concurrency,
              "max_ongoing": cfg.max_ongoing, "handle_transport": cfg.handle_transport,
-             "router_on_caller_loop": cfg.router_on_caller_loop, "seconds": a.seconds, "repeats": a.repeats,
+             "router_on_caller_loop": cfg.router_on_caller_loop, "user_code_thread": cfg.user_code_thread,
+             "seconds": a.seconds, "repeats": a.repeats,
              "images_per_request": ks, "clients": a.clients, "requests_per_mode": a.requests, "links": links,
              "deadlines_s": deadlines, "fixed_budgets": fixed_budgets, "message_bytes_by_budget": sizes,
              "quiet_wait_s": quiet, "target": "serve >= 0.8 x in-process requests/s", "torch": torch.__version__,

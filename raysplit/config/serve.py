@@ -34,6 +34,9 @@ class ServeConfig:
             and its replicas).
         router_on_caller_loop: ``infer_async`` routes requests on the caller's event loop (one
             handle per loop) instead of on the handle's own router thread.
+        user_code_thread: a replica runs the tail on a thread of its own (Ray Serve's default),
+            so it answers control messages while a batch computes; False runs it on the
+            replica's event loop (one thread hop less per request).
     """
 
     model: str = "runs/nair"
@@ -51,6 +54,7 @@ class ServeConfig:
     access_log: bool = False
     handle_transport: str = field(default="actor", metadata=option(choices=("actor", "grpc")))
     router_on_caller_loop: bool = False
+    user_code_thread: bool = True
 
     def __post_init__(self) -> None:
         if self.replicas < 1:

@@ -141,7 +141,9 @@ def start(cfg: ServeConfig) -> TailClient:
         max_queued_requests=cfg.max_queued,
         logging_config={"enable_access_log": cfg.access_log, "log_level": "INFO" if cfg.access_log else "WARNING"},
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
-                           "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}},
+                           "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads),
+                                                        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD":
+                                                            "1" if cfg.user_code_thread else "0"}}},
     ).bind(cfg.model, cfg.variant, threads, cfg.max_batch_size, cfg.batch_wait_s, cfg.key_hex)
     handle = serve.run(app, name=cfg.name, route_prefix=f"/{cfg.name}" if cfg.http_port is not None else None)
     return TailClient(cfg, handle)
