@@ -202,8 +202,6 @@ def _plot(path: Path, sweep: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    from raysplit.config.serve import ServeConfig
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model file or run directory (default: train a small NAIR model)")
     ap.add_argument("--variant", default=None)
@@ -213,10 +211,6 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-wait-s", type=float, default=0.005)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--max-ongoing", type=int, default=None, help="per replica (default: max(64, --concurrency))")
-    ap.add_argument("--handle-transport", choices=("actor", "grpc"), default=ServeConfig.handle_transport)
-    ap.add_argument("--router-on-caller-loop", action=argparse.BooleanOptionalAction,
-                    default=ServeConfig.router_on_caller_loop)
-    ap.add_argument("--user-code-thread", action=argparse.BooleanOptionalAction, default=ServeConfig.user_code_thread)
     ap.add_argument("--seconds", type=float, default=8.0, help="per throughput measurement")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loads", default="0.2,0.4,0.6,0.8,0.95,1.1", help="offered load, fractions of the capacity")
@@ -254,6 +248,7 @@ def main(argv=None) -> int:
     import torch
     from ray import serve
 
+    from raysplit.config.serve import ServeConfig
     from raysplit.data import load_dataset
     from raysplit.link.units import parse_time
     from raysplit.serving.app import start
@@ -273,8 +268,8 @@ def main(argv=None) -> int:
                          if a.fixed_budgets else [max(served.budgets())])
         plans = [(f"fixed {b}", b, None, _messages(served, test, a.requests, links, None, b, 0, a.clients))
                  for b in fixed_budgets]
-        plans += [(f"deadline {1e3 * d:g} ms", None, d, _messages(served, test, a.requests, links, d, None, 0, a.clients))
-                  for d in deadlines]
+        plans += [(f"deadline {1e3 * d:g} ms", None, d,
+                   _messages(served, test, a.requests, links, d, None, 0, a.clients)) for d in deadlines]
         msgs = _frames(served, test, a.requests, 1, None)  # phase 2: whole one-image messages
         sizes = {b: len(_frames(served, test, 1, 1, b)[0]) for b in served.budgets()}  # one image's message
         cores = a.replicas * a.cpus_per_replica
@@ -285,8 +280,7 @@ def main(argv=None) -> int:
         cfg = ServeConfig(model=str(model), variant=a.variant, name="bench-tail", replicas=a.replicas,
                           cpus_per_replica=a.cpus_per_replica, max_batch_size=a.max_batch_size,
                           batch_wait_s=a.batch_wait_s, max_ongoing=a.max_ongoing or max(64, a.concurrency),
-                          max_queued=-1, handle_transport=a.handle_transport,
-                          router_on_caller_loop=a.router_on_caller_loop, user_code_thread=a.user_code_thread)
+                          max_queued=-1)
         tail = start(cfg)
         svc = TailService(served, threads=max(1, int(round(cores))))
         loop = asyncio.new_event_loop()
@@ -299,11 +293,21 @@ def main(argv=None) -> int:
             for rep in range(a.repeats):
                 for k in ks:  # side by side: every size in every repeat
                     inproc = _inprocess_rps(svc, frames[k], a.max_batch_size, a.seconds)
+                    before = tail.stats()
+                    t_srv = time.perf_counter()
                     srv, lat = loop.run_until_complete(_closed_loop(tail, frames[k], a.concurrency, a.seconds))
+                    t_srv = time.perf_counter() - t_srv
+                    after = tail.stats()
+                    # where Serve's time goes: the replicas' own work (decode + tail) against the wall
+                    busy = sum(s["compute_s"] for s in after) - sum(s["compute_s"] for s in before)
+                    answered = sum(s["requests"] for s in after) - sum(s["requests"] for s in before)
                     pairs.append({"repeat": rep, "images_per_request": k, "bytes_per_request": len(frames[k][0]),
                                   "in_process_rps": inproc, "serve_rps": srv, "ratio": srv / inproc,
                                   "serve_images_per_s": k * srv, "serve_p50_ms": 1e3 * C.median(lat),
-                                  "serve_p99_ms": 1e3 * float(np.percentile(lat, 99))})
+                                  "serve_p99_ms": 1e3 * float(np.percentile(lat, 99)),
+                                  "in_process_ms_per_request": 1e3 * cores / inproc,
+                                  "replica_compute_ms_per_request": 1e3 * busy / max(1, answered),
+                                  "replica_busy_fraction": busy / (t_srv * a.replicas)})
                     print(f"  repeat {rep}, {k} image(s)/request: in-process {inproc:.0f} req/s, serve {srv:.0f} req/s,"
                           f" ratio {srv / inproc:.3f}", flush=True)
             batches = [b for s in tail.stats() for b in s["batches"]]
@@ -362,9 +366,7 @@ def main(argv=None) -> int:
              "kind": served.kind, "budgets": list(served.budgets()), "replicas": a.replicas,
              "cpus_per_replica": a.cpus_per_replica, "in_process_threads": max(1, int(round(cores))),
              "max_batch_size": a.max_batch_size, "batch_wait_s": a.batch_wait_s, "concurrency": a.concurrency,
-             "max_ongoing": cfg.max_ongoing, "handle_transport": cfg.handle_transport,
-             "router_on_caller_loop": cfg.router_on_caller_loop, "user_code_thread": cfg.user_code_thread,
-             "seconds": a.seconds, "repeats": a.repeats,
+             "max_ongoing": cfg.max_ongoing, "access_log": cfg.access_log, "seconds": a.seconds, "repeats": a.repeats,
              "images_per_request": ks, "clients": a.clients, "requests_per_mode": a.requests, "links": links,
              "deadlines_s": deadlines, "fixed_budgets": fixed_budgets, "message_bytes_by_budget": sizes,
              "quiet_wait_s": quiet, "target": "serve >= 0.8 x in-process requests/s", "torch": torch.__version__,
@@ -375,7 +377,10 @@ def main(argv=None) -> int:
               ("ratio", "ratio (median)", ".3f"), ("meets_target", ">= 0.8", "")]
     cols_pairs = [("repeat", "repeat", "d"), ("images_per_request", "images/request", "d"),
                   ("in_process_rps", "in-process req/s", ".0f"), ("serve_rps", "serve req/s", ".0f"),
-                  ("ratio", "ratio", ".3f"), ("serve_p50_ms", "p50 ms", ".1f"), ("serve_p99_ms", "p99 ms", ".1f")]
+                  ("ratio", "ratio", ".3f"), ("serve_p50_ms", "p50 ms", ".1f"), ("serve_p99_ms", "p99 ms", ".1f"),
+                  ("in_process_ms_per_request", "in-process core-ms/req", ".2f"),
+                  ("replica_compute_ms_per_request", "replica compute ms/req", ".2f"),
+                  ("replica_busy_fraction", "replicas busy", ".2f")]
     cols_sweep = [("load_fraction", "load", ".2f"), ("offered_rps", "offered req/s", ".0f"),
                   ("achieved_rps", "achieved req/s", ".0f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f")]
     cols_modes = [("mode", "budget", ""), ("mean_budget", "mean budget", ".2f"),
@@ -392,7 +397,8 @@ def main(argv=None) -> int:
           f"batches of up to {a.max_batch_size} requests on both sides, {a.concurrency} requests in flight. "
           f"Serve / in-process requests/s at one image per request (median of {a.repeats}): **{ratio:.3f}** "
           f"(target 0.8).\n\n" + C.md_table(summary_k, cols_k) + "\n\nEvery measurement:\n\n"
-          + C.md_table(pairs, cols_pairs) + "\n\nLatency against offered load (serving time, one image per request):\n\n"
+          + C.md_table(pairs, cols_pairs)
+          + "\n\nLatency against offered load (serving time, one image per request):\n\n"
           + C.md_table(sweep, cols_sweep) + f"\n\n{a.clients} clients on mixed links ({', '.join(links)}), one image "
           f"per request, offered at half the capacity:\n\n" + C.md_table(modes, cols_modes)
           + "\n\nBy link:\n\n" + C.md_table(link_rows, cols_links))

@@ -29,14 +29,6 @@ class ServeConfig:
         key_hex: HMAC key (hex) every request must be tagged with (None: not required).
         access_log: replicas log one line per request (Ray Serve's access log; off by default:
             at thousands of requests/s it is a measurable share of a replica's CPU).
-        handle_transport: how a handle's requests reach the replicas: "actor" (Ray actor calls,
-            the message passed as a task argument) or "grpc" (Serve's gRPC path between a handle
-            and its replicas).
-        router_on_caller_loop: ``infer_async`` routes requests on the caller's event loop (one
-            handle per loop) instead of on the handle's own router thread.
-        user_code_thread: a replica runs the tail on a thread of its own (Ray Serve's default),
-            so it answers control messages while a batch computes; False runs it on the
-            replica's event loop (one thread hop less per request).
     """
 
     model: str = "runs/nair"
@@ -52,9 +44,6 @@ class ServeConfig:
     http_port: int | None = None
     key_hex: str | None = None
     access_log: bool = False
-    handle_transport: str = field(default="actor", metadata=option(choices=("actor", "grpc")))
-    router_on_caller_loop: bool = False
-    user_code_thread: bool = True
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -73,8 +62,6 @@ class ServeConfig:
             raise ValueError(f"http_port must be in 1..65535, got {self.http_port}")
         if self.key_hex is not None:
             bytes.fromhex(self.key_hex)  # raises naming the bad text
-        if self.handle_transport not in ("actor", "grpc"):
-            raise ValueError(f"handle_transport must be 'actor' or 'grpc', got {self.handle_transport!r}")
 
 
 def _links(text) -> tuple[str, ...]:

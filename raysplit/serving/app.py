@@ -19,6 +19,7 @@ bound.
 from __future__ import annotations
 
 import os
+import time
 
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -46,11 +47,15 @@ class SplitTail:
         self.infer.set_max_batch_size(max_batch_size)
         self.infer.set_batch_wait_timeout_s(batch_wait_s)
         self.batches: list[int] = []
+        self.compute_s = 0.0  # time spent answering batches (decode + tail), to tell it from Serve's own cost
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def infer(self, buffers: list[bytes]) -> list[dict]:
+        t0 = time.perf_counter()
         self.batches.append(len(buffers))
-        return [a.to_dict() for a in self.service.predict(list(buffers))]
+        out = [a.to_dict() for a in self.service.predict(list(buffers))]
+        self.compute_s += time.perf_counter() - t0
+        return out
 
     async def __call__(self, request) -> dict:
         """HTTP: the request's body is the message."""
@@ -58,9 +63,10 @@ class SplitTail:
         return await self.infer(bytes(body))
 
     def stats(self) -> dict:
-        """Requests answered and failed, and the sizes of the batches run, by this replica."""
+        """Requests answered and failed, the sizes of the batches run and the seconds spent
+        answering them (decode + tail), by this replica."""
         return {"requests": self.service.requests, "failed": self.service.failed, "batches": list(self.batches),
-                "kind": self.service.kind, "pid": os.getpid()}
+                "compute_s": self.compute_s, "kind": self.service.kind, "pid": os.getpid()}
 
 
 class TailClient:
@@ -68,8 +74,7 @@ class TailClient:
 
     def __init__(self, cfg: ServeConfig, handle) -> None:
         self.cfg, self.handle = cfg, handle
-        self._infer = handle.options(method_name="infer", **_handle_options(cfg))
-        self._async: dict[int, object] = {}  # event loop id -> a handle routing on that loop
+        self._infer = handle.options(method_name="infer")
 
     @classmethod
     def connect(cls, cfg: ServeConfig) -> "TailClient":
@@ -89,23 +94,9 @@ class TailClient:
         except BackPressureError as e:
             raise self._overloaded(e) from None
 
-    def _loop_handle(self):
-        """A handle whose router runs on the calling event loop: one thread hop less per
-        request than the default handle (whose router runs on a thread of its own)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        h = self._async.get(id(loop))
-        if h is None:
-            h = serve.get_app_handle(self.cfg.name)
-            h._init(_run_router_in_separate_loop=False)
-            h = self._async[id(loop)] = h.options(method_name="infer", **_handle_options(self.cfg))
-        return h
-
     async def infer_async(self, message: bytes) -> dict:
         try:
-            h = self._loop_handle() if self.cfg.router_on_caller_loop else self._infer
-            return await h.remote(message)
+            return await self._infer.remote(message)
         except BackPressureError as e:
             raise self._overloaded(e) from None
 
@@ -124,10 +115,6 @@ class TailClient:
         serve.delete(self.cfg.name)
 
 
-def _handle_options(cfg: ServeConfig) -> dict:
-    return {} if cfg.handle_transport == "actor" else {"_by_reference": False}  # "grpc": Serve's gRPC path
-
-
 def start(cfg: ServeConfig) -> TailClient:
     """Deploy the tail on the running Ray (``ray.init()`` first) and return a client for it."""
     if cfg.http_port is None:
@@ -141,9 +128,7 @@ def start(cfg: ServeConfig) -> TailClient:
         max_queued_requests=cfg.max_queued,
         logging_config={"enable_access_log": cfg.access_log, "log_level": "INFO" if cfg.access_log else "WARNING"},
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
-                           "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads),
-                                                        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD":
-                                                            "1" if cfg.user_code_thread else "0"}}},
+                           "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}},
     ).bind(cfg.model, cfg.variant, threads, cfg.max_batch_size, cfg.batch_wait_s, cfg.key_hex)
     handle = serve.run(app, name=cfg.name, route_prefix=f"/{cfg.name}" if cfg.http_port is not None else None)
     return TailClient(cfg, handle)
