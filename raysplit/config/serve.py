@@ -28,7 +28,7 @@ class ServeConfig:
         http_port: serve HTTP on this port (None: no HTTP proxy, handles only).
         key_hex: HMAC key (hex) every request must be tagged with (None: not required).
         access_log: replicas log one line per request (Ray Serve's access log; off by default:
-            at thousands of requests/s it is a measurable share of a replica's CPU).
+            a log line per request is work the tail does not need at hundreds of requests/s).
     """
 
     model: str = "runs/nair"
