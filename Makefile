@@ -47,7 +47,7 @@ demo: setup
 	$(BIN)/python jobs/deprune.py --clients 8 --out runs/demo
 
 test: setup
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
