@@ -208,7 +208,7 @@ def summarize(runs: list[dict], batch_sizes: list[int], threads: list[int], vari
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, small subset")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 thread, 128 train / 32 test samples")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved (local, cluster) pairs per setting")
     ap.add_argument("--threads", default="1,2", help="torch threads per process to test, comma list")
     ap.add_argument("--batch-sizes", default="32", help="comma list of batch sizes")
@@ -224,8 +224,9 @@ def main(argv=None) -> int:
                     "and optionally ClusterConfig.openmp_spin=N")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default benchmarks/results)")
     a = ap.parse_args(argv)
-    if a.quick:
-        a.repeats, a.train_subset, a.threads = 1, 512, "1"
+    if a.quick:  # smaller defaults; options given on the command line still win
+        ap.set_defaults(repeats=1, train_subset=128, test_subset=32, threads="1")
+        a = ap.parse_args(argv)
 
     import ray
 

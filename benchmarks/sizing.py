@@ -162,7 +162,7 @@ def measure_memory(extra: int) -> dict:
     return m
 
 
-def measure_hosted(counts: list[int]) -> dict:
+def measure_hosted(counts: list[int], max_batches: int = 4) -> dict:
     """USS of a real client actor process (the runtime's ClientHost on Ray) hosting k
     clients after they trained, for each k: what a hosted client costs with its thread,
     data share, loop and buffers."""
@@ -176,7 +176,7 @@ def measure_hosted(counts: list[int]) -> dict:
     C.ray_init_quiet(num_cpus=2)
     try:
         for k in counts:
-            tc = TrainConfig(train_subset=256 * k, test_subset=64, epochs_per_budget=(1, 1), max_batches=4,
+            tc = TrainConfig(train_subset=256 * k, test_subset=64, epochs_per_budget=(1, 1), max_batches=max_batches,
                              out=str(Path(C.RESULTS.parent / "results" / "_sizing_tmp")), progress=False)
             cl = Cluster(ClusterConfig(train=tc, clients=k, clients_per_actor=k))
             cl.start()
@@ -200,15 +200,17 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per budget")
     ap.add_argument("--merges", default="1,4,16,32", help="micro-batches merged per shard step")
     ap.add_argument("--extra-clients", type=int, default=8, help="further hosted clients for the per-client memory")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 steps, merges 1,2, 1 extra client")
+    ap.add_argument("--hosted-batches", type=int, default=4, help="steps per epoch of the hosted-memory runs")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 3 steps, merges 1,2, 1 extra client, 1 step per epoch in the hosted runs")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.quick:
-        a.steps, a.merges, a.extra_clients = 3, "1,2", 1
+        a.steps, a.merges, a.extra_clients, a.hosted_batches = 3, "1,2", 1, 1
     merges = [int(m) for m in a.merges.split(",")]
     compute = measure_compute(a.device, a.steps, merges)
     memory = measure_memory(a.extra_clients)
-    hosted = measure_hosted([1, 1 + a.extra_clients])
+    hosted = measure_hosted([1, 1 + a.extra_clients], a.hosted_batches)
     memory["hosted_uss_mib"] = hosted
     k = sorted(int(x) for x in hosted)
     memory["per_hosted_client_uss_mib"] = (hosted[str(k[-1])] - hosted[str(k[0])]) / (k[-1] - k[0])
