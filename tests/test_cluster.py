@@ -52,10 +52,19 @@ def table(path, name):
     return pq.read_table(path / name).to_pandas()
 
 
-def test_one_client_one_shard_computes_what_the_local_trainer_computes(tmp_path):
-    tc = train_cfg(tmp_path, "cluster")
-    local = run_local(tc.replace(out=str(tmp_path / "local")))
+@pytest.fixture(scope="module")
+def one_client(tmp_path_factory):
+    """One client on one shard (float32 codec) and the local trainer on the same config:
+    the run directory two tests read."""
+    tmp = tmp_path_factory.mktemp("one")
+    tc = train_cfg(tmp, "cluster")
+    local = run_local(tc.replace(out=str(tmp / "local")))
     summary, _ = run_cluster(ClusterConfig(train=tc, clients=1, shards=1))
+    return tmp, local, summary
+
+
+def test_one_client_one_shard_computes_what_the_local_trainer_computes(one_client):
+    tmp_path, local, summary = one_client
     a, b = table(tmp_path / "local", "steps.parquet"), table(tmp_path / "cluster", "steps.parquet")
     assert len(a) == len(b) == 12
     np.testing.assert_allclose(b["loss"].to_numpy(), a["loss"].to_numpy(), rtol=1e-4, atol=1e-5)
@@ -67,10 +76,14 @@ def test_one_client_one_shard_computes_what_the_local_trainer_computes(tmp_path)
 
 
 @pytest.mark.parametrize("spec", ["float32", "float16", "int8"])
-def test_bytes_are_exact_codec_sizes(tmp_path, spec):
-    tc = train_cfg(tmp_path, spec, split=SplitConfig(model="vgg_small", torch_threads=1, codec=spec))
-    summary, _ = run_cluster(ClusterConfig(train=tc, clients=2, shards=1))
-    steps = table(tmp_path / spec, "steps.parquet")
+def test_bytes_are_exact_codec_sizes(tmp_path, spec, one_client):
+    if spec == "float32":  # the default codec: the one-client run's records (one cluster less to start)
+        tmp_path, _, summary = one_client
+        steps = table(tmp_path / "cluster", "steps.parquet")
+    else:
+        tc = train_cfg(tmp_path, spec, split=SplitConfig(model="vgg_small", torch_threads=1, codec=spec))
+        summary, _ = run_cluster(ClusterConfig(train=tc, clients=2, shards=1))
+        steps = table(tmp_path / spec, "steps.parquet")
     assert summary.bytes_up == int(steps["bytes_up"].sum())
     assert summary.bytes_down == int(steps["bytes_down"].sum())
     cfg = codec.CodecConfig.parse(spec)
