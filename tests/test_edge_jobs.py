@@ -21,9 +21,32 @@ def run(args, timeout=600):
     return r
 
 
-def test_testbed_job_writes_the_figures_and_the_table(tmp_path):
+# first: it starts its own Ray (the benchmarks' private one), before the shared one below exists
+def test_benchmarks_quick(tmp_path):
+    r = run(["benchmarks/time_to_accuracy.py", "--quick", "--links", "wifi", "--out-dir", str(tmp_path)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {x["method"]: x for x in json.loads((tmp_path / "time_to_accuracy.json").read_text())["rows"]}
+    assert rows["none"]["speedup"] == 1.0 and rows["adaptive"]["wire_bytes"] > 0
+    r = run(["benchmarks/tenants.py", "--quick", "--points", "1", "--quiet-wait", "0", "--out-dir", str(tmp_path)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "tenants.json").read_text())["rows"]
+    assert row["ok"] == 1 and row["peak_pss_gib"] > 0
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray that the job runs join with --address (as under `ray job submit`),
+    instead of each starting and stopping its own: the machine's CPUs, as a job's own Ray has."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_testbed_job_writes_the_figures_and_the_table(tmp_path, ray_address):
     out = tmp_path / "tb"
-    r = run(["jobs/testbed.py", "--settings", "wifi", "--variants", "none,fixed", "--sources", "2", "--batches", "2",
+    r = run(["jobs/testbed.py", "--address", ray_address, "--settings", "wifi", "--variants", "none,fixed", "--sources", "2", "--batches", "2",
              "--epochs", "1", "--deprune-epochs", "1", *TINY, "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| wifi | fixed |" in r.stdout
@@ -38,7 +61,7 @@ def test_testbed_job_writes_the_figures_and_the_table(tmp_path):
     assert set(samples["source"]) == {0, 1} and samples.groupby(["variant", "source"])["cumulative_samples"].max().eq(32).all()
 
 
-def test_edge_job_runs_tenants_side_by_side_and_survives_a_failing_one(tmp_path):
+def test_edge_job_runs_tenants_side_by_side_and_survives_a_failing_one(tmp_path, ray_address):
     spec = tmp_path / "tenants.yaml"
     spec.write_text(yaml.safe_dump({
         "defaults": {"dataset": "digits", "max-batches": 2, "test-subset": 32, "epochs-per-budget": 1,
@@ -51,7 +74,7 @@ def test_edge_job_runs_tenants_side_by_side_and_survives_a_failing_one(tmp_path)
         ],
     }))
     out = tmp_path / "edge"
-    r = run(["jobs/edge.py", "--tenants", str(spec), "--out", str(out)], timeout=900)
+    r = run(["jobs/edge.py", "--address", ray_address, "--tenants", str(spec), "--out", str(out)], timeout=900)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # one tenant failed, the others finished
     results = {t["name"]: t for t in json.loads((out / "tenants.json").read_text())}
     assert results["lab-a"]["returncode"] == 0 and results["lab-b"]["returncode"] == 0
@@ -66,16 +89,5 @@ def test_edge_job_runs_tenants_side_by_side_and_survives_a_failing_one(tmp_path)
     # a bad tenant option is reported before anything starts, naming the tenant
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"tenants": [{"name": "x", "link": "wfi"}]}))
-    r = run(["jobs/edge.py", "--tenants", str(bad), "--out", str(tmp_path / "bad")])
+    r = run(["jobs/edge.py", "--address", ray_address, "--tenants", str(bad), "--out", str(tmp_path / "bad")])
     assert r.returncode == 2 and "tenant x" in r.stderr and "wfi" in r.stderr
-
-
-def test_benchmarks_quick(tmp_path):
-    r = run(["benchmarks/time_to_accuracy.py", "--quick", "--links", "wifi", "--out-dir", str(tmp_path)])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = {x["method"]: x for x in json.loads((tmp_path / "time_to_accuracy.json").read_text())["rows"]}
-    assert rows["none"]["speedup"] == 1.0 and rows["adaptive"]["wire_bytes"] > 0
-    r = run(["benchmarks/tenants.py", "--quick", "--points", "1", "--quiet-wait", "0", "--out-dir", str(tmp_path)])
-    assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = json.loads((tmp_path / "tenants.json").read_text())["rows"]
-    assert row["ok"] == 1 and row["peak_pss_gib"] > 0
