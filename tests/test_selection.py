@@ -71,8 +71,10 @@ def test_trace_availability(tmp_path):
         parse_availability("sometimes")
 
 
-def drive(p: SyncPolicy, clients, events):
-    """Run the policy to the end as clients would; return {epoch: clients that trained}."""
+def drive(p: SyncPolicy, clients, events, observation=None, after=None):
+    """Run the policy to the end as clients would; return {epoch: clients that trained}.
+    ``observation(client, directive)`` builds a TRAIN report (default: a bare one);
+    ``after(directive)`` runs after each report is observed."""
     trained: dict[int, set] = {}
     pending = set(clients)
     for _ in range(10_000):
@@ -85,9 +87,14 @@ def drive(p: SyncPolicy, clients, events):
             if d.kind == DONE:
                 pending.discard(c)
                 continue
+            obs = Observation(c, d.kind, d.epoch)
             if d.kind == TRAIN:
                 trained.setdefault(d.epoch, set()).add(c)
-            events += p.observe(Observation(c, d.kind, d.epoch))
+                if observation is not None:
+                    obs = observation(c, d)
+            events += p.observe(obs)
+            if after is not None:
+                after(d)
     assert not pending
     return trained
 
@@ -190,32 +197,20 @@ def test_adaptive_policy_with_selection_adapts_only_the_rounds_participants():
                     options={"adaptive": {"config": cfg}})
     start = dict(p.budget)
     assert set(start.values()) == {4}
-    trained: dict[int, set] = {}
     budgets_after: dict[int, dict] = {}
     events: list = []
-    pending = set(clients)
-    for _ in range(10_000):
-        if not pending:
-            break
-        for c in sorted(pending):
-            d = p.decide(c)
-            if d is WAIT:
-                continue
-            if d.kind == DONE:
-                pending.discard(c)
-                continue
-            if d.kind != TRAIN:
-                events += p.observe(Observation(c, d.kind, d.epoch))
-                if d.kind == EVALUATE:
-                    budgets_after[d.epoch] = dict(p.budget)
-                continue
-            trained.setdefault(d.epoch, set()).add(c)
-            n = d.steps[1] - d.steps[0]
-            wire = n * d.budget * 100  # a fast link: 1 us per byte, 1 ms of compute per step
-            events += p.observe(Observation(c, TRAIN, d.epoch, steps=n, samples=8 * n, sim_time=1.0,
-                                            sim_seconds=n * 0.001 + wire * 1e-6, uplink_s=wire * 1e-6,
-                                            wire_bytes_up=wire))
-    assert not pending
+
+    def observation(c, d):
+        n = d.steps[1] - d.steps[0]
+        wire = n * d.budget * 100  # a fast link: 1 us per byte, 1 ms of compute per step
+        return Observation(c, TRAIN, d.epoch, steps=n, samples=8 * n, sim_time=1.0,
+                           sim_seconds=n * 0.001 + wire * 1e-6, uplink_s=wire * 1e-6, wire_bytes_up=wire)
+
+    def after(d):
+        if d.kind == EVALUATE:
+            budgets_after[d.epoch] = dict(p.budget)
+
+    trained = drive(p, clients, events, observation, after)
     assert trained == {e: set(sel.participants(e, clients)) for e in range(3)}
     # Only participants were observed, so only they got per-client transitions; the rest kept 4.
     adapted = {e.client for e in events if isinstance(e, Transition) and e.client is not None}
