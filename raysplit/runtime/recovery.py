@@ -12,7 +12,8 @@ brings the state back is here.
   what it was.
 * **Shard** (``restore_shard``, called by the constructor of a restarted shard): it loads
   its last snapshot from the state store (taken every epoch, once every live client has
-  evaluated it: tail, momentum, step log, clients' recovery states) and, with replicas,
+  evaluated it: tail, momentum, step log, the step of each client's recovery point; the
+  points themselves are held once each by the store, ``runtime/points.py``) and, with replicas,
   copies a live replica's modules. Clients' in-flight calls are retried by Ray against
   it (``max_task_retries``). Updates to the tail since the snapshot are lost (without
   replicas); no sample is lost or counted twice.

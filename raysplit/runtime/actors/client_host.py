@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import ray
 
@@ -27,6 +28,7 @@ from raysplit.runtime.actors.buffer import BufferSink
 from raysplit.runtime.cpu_cap import CpuCap
 from raysplit.runtime.threads import compute_thread
 from raysplit.runtime.recovery import Restarted, StoreHeldScheduler, _announce, recover_client
+from raysplit.runtime.steplog import last_seq
 from raysplit.runtime.virtual import ClientPool, run_virtual
 from raysplit.training.loop import ClientLoop, ClientResult
 from raysplit.training.methods import Plan
@@ -102,6 +104,14 @@ class _SharedCap:
 RECOVERY_BYTES = 8 << 20
 
 
+def _hand_in_point(store, shard, shard_id: int, client: int, state: dict) -> None:
+    """Hand ``client``'s recovery point to its shard, the state held once by the state store
+    (``runtime/points.py``); nothing waits for it."""
+    seq = last_seq(state)
+    held = state if store is None else store.keep_point.remote(shard_id, client, seq, state)
+    shard.recovery_point.remote(client, held, seq)
+
+
 class ClientHost:
     """Args:
     split: the split network (its torch_threads: each client's threads).
@@ -126,6 +136,7 @@ class ClientHost:
         self.split, self.plan, self.identity, self.settings, self.specs = split, plan, identity, settings, clients
         self.sink, self.metrics = BufferSink(buffer), Recorder()
         self.sched = StoreHeldScheduler(scheduler, store)
+        self.store = store
         threads = split.torch_threads or 1
         self.pool = None
         if materialise is not None and materialise < len(self.ids):
@@ -157,7 +168,7 @@ class ClientHost:
         client = None if virtual else self._make_client(c)
         train, test = self.data[c]
         fail = st.fail_client[1] if st.fail_client and st.fail_client[0] == c else None
-        point = (lambda state, shard=spec.shard, c=c: shard.recovery_point.remote(c, state)) if st.recovery else None
+        point = partial(_hand_in_point, self.store, spec.shard, spec.shard_id, c) if st.recovery else None
         transport = RayShardTransport(spec.shard)
         if spec.link is not None:  # an EmulatedLink (raysplit.transport.emulated)
             transport = spec.link.wrap(transport, c)

@@ -10,7 +10,8 @@ Before a message queues it is admitted (``runtime/admission.py``: size, header, 
 step); a refused message is counted (``raysplit_rejected_messages``) and only its caller
 gets the error. Steps are idempotent: each applied step is recorded in the shard's
 ``StepLog``, so a retried step gets its first reply. With recovery on, the log also keeps
-the replies since each client's recovery point, which the shard holds too; a restarted
+the replies since each client's recovery point (the point held once by the state store, the
+shard keeping a reference: ``runtime/points.py``); a restarted
 client rebuilds itself from both, and a restarted shard reloads its last snapshot from
 the state store and copies a live replica's modules (``runtime/recovery.py``).
 """
@@ -30,6 +31,7 @@ from raysplit.config.split import SplitConfig
 from raysplit.identity import Identity
 from raysplit.observability.metrics import Recorder
 from raysplit.runtime.admission import admit, server_max_bytes
+from raysplit.runtime.points import RecoveryPoints
 from raysplit.runtime.recovery import restore_shard
 from raysplit.runtime.steplog import StepLog, last_seq
 from raysplit.runtime.threads import compute_thread
@@ -81,7 +83,7 @@ class Shard:
         self.clients = None if clients is None else frozenset(int(c) for c in clients)
         self.max_bytes = server_max_bytes(self.server, max_batch or 4096)
         self.log = StepLog(keep=recovery)
-        self.recovery_states: dict[int, dict] = {}  # client -> its loop state at its last recovery point
+        self.points = RecoveryPoints(store, shard_id)  # clients' last recovery points (held by the store)
         self.inflight: dict[tuple[int, int], asyncio.Future] = {}
         self.rejected: collections.Counter = collections.Counter()
         if store is not None and _reconstructed():
@@ -190,14 +192,23 @@ class Shard:
     async def load_modules_state(self, state: dict[str, np.ndarray]) -> None:
         await self._run(self.server.load_modules_state, state)
 
-    def _state(self) -> dict:
-        return {**self.server.state_dict(), "log": self.log.state_dict(), "recovery": dict(self.recovery_states)}
+    def _state(self, full: bool = True) -> dict:
+        state = {**self.server.state_dict(), "log": self.log.state_dict(), "points": self.points.seqs()}
+        if full:  # a checkpoint: the clients' states themselves
+            state["recovery"] = self.points.states()
+        return state
 
     def _load(self, state: dict) -> None:
         self.server.load_state_dict(state)
         if "log" in state:
             self.log.load_state_dict(state["log"])
-        self.recovery_states = {int(c): s for c, s in state.get("recovery", {}).items()}
+        self.points = RecoveryPoints(self.points.store, self.shard_id)
+        self.points.load_states(state.get("recovery", {}), last_seq)  # a checkpoint's (by value)
+        self.points.load_from_store()  # a snapshot's (held by the store; possibly newer)
+        for c in self.points.points:  # a point newer than the snapshot: its steps are behind the client
+            seq = self.points.seq(c)
+            self.log.forget(c, seq)
+            self.log.last[c] = max(self.log.last.get(c, 0), seq)
 
     async def state_dict(self) -> dict:
         """The server half's full state, the step log and the clients' recovery points."""
@@ -207,28 +218,33 @@ class Shard:
         await self._run(self._load, state)
 
     # -- recovery -------------------------------------------------------------------
-    def _recovery_point(self, client: int, state: dict) -> None:
-        self.recovery_states[client] = state
-        self.log.forget(client, last_seq(state))
+    def _recovery_point(self, client: int, seq: int, state) -> None:
+        if self.points.set(client, seq, state):
+            self.log.forget(client, seq)
 
-    async def recovery_point(self, client: int, state: dict) -> None:
-        """Hold ``client``'s loop state (after an evaluation) and drop its logged replies
-        up to that state's step (on the compute thread, in order with the steps)."""
-        await self._run(self._recovery_point, int(client), state)
+    async def recovery_point(self, client: int, state, seq: int | None = None) -> None:
+        """Take ``client``'s recovery point (after an evaluation): its loop state, or
+        ``[ref]`` to the state store's copy (``StateStore.keep_point``) with its ``seq``;
+        drop its logged replies up to that step (on the compute thread, in order with the
+        steps)."""
+        seq = last_seq(state) if seq is None else int(seq)
+        await self._run(self._recovery_point, int(client), seq, state)
 
     async def recovery(self, client: int) -> tuple[dict | None, list]:
         """What a restarted client rebuilds itself from: its last recovery state (None:
         none yet, start from the initial one) and the replies logged since."""
         def read():
-            state = self.recovery_states.get(client)
-            return state, self.log.since(client, 0 if state is None else last_seq(state))
+            seq = self.points.seq(client)
+            return self.points.state(client), self.log.since(client, 0 if seq is None else seq)
 
         return await self._run(read)
 
     async def snapshot(self, store) -> int:
-        """Put this shard's full state in the state store (what a restart reloads);
-        returns the bytes of logged replies it holds."""
-        state = await self._run(self._state)
+        """Put this shard's state in the state store (what a restart reloads): the tail,
+        the step log and its clients' recovery points' sequence numbers (the points
+        themselves are in the store already, once each); returns the bytes of logged
+        replies it holds."""
+        state = await self._run(self._state, False)
         await store.put.remote(("shard", self.shard_id), state)
         return self.log.nbytes()
 

@@ -20,6 +20,7 @@ class StateStore:
     def __init__(self) -> None:
         self.data: dict[Any, Any] = {}
         self.held: dict[str, ray.ObjectRef] = {}
+        self.points: dict[tuple[int, int], tuple[int, ray.ObjectRef]] = {}  # (shard, client) -> (seq, its state)
 
     def put(self, key, value) -> None:
         self.data[key] = value
@@ -39,8 +40,21 @@ class StateStore:
         for r in refs:
             self.held.pop(r.hex(), None)
 
+    def keep_point(self, shard: int, client: int, seq: int, state) -> list:
+        """Hold ``client``'s recovery point (``runtime/points.py``): one object per client,
+        the newest (an older ``seq`` than the one held is ignored); returns [ref] to it."""
+        key = (int(shard), int(client))
+        held = self.points.get(key)
+        if held is None or held[0] <= seq:
+            held = self.points[key] = (int(seq), ray.put(state))
+        return [held[1]]
+
+    def points_of(self, shard: int) -> dict:
+        """{client: (seq, [ref])}: the recovery points of ``shard``'s clients."""
+        return {c: (seq, [ref]) for (k, c), (seq, ref) in self.points.items() if k == int(shard)}
+
     def stats(self) -> dict:
-        return {"keys": len(self.data), "held": len(self.held)}
+        return {"keys": len(self.data), "held": len(self.held), "points": len(self.points)}
 
 
 StateStoreActor = ray.remote(StateStore)
