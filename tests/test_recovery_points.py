@@ -19,6 +19,7 @@ from raysplit.config import SplitConfig
 from raysplit.identity import Identity, tenant_key
 from raysplit.runtime.actors.shard import Shard
 from raysplit.runtime.actors.store import StateStoreActor
+from raysplit.runtime.points import pack, unpack
 from raysplit.runtime.steplog import last_seq
 from raysplit.training.client import SplitClient
 from raysplit.training.methods import make_plan
@@ -75,7 +76,7 @@ def test_points_are_held_once_per_client_and_the_snapshot_stays_the_same_size(st
                 for _ in range(2):
                     await step(c)
                 state = last[c] = _loop_state(clients[c], epoch)
-                held = await store.keep_point.remote(0, c, last_seq(state), state)
+                held = await store.keep_point.remote(0, c, last_seq(state), pack(state))  # as a client host does
                 await shard.recovery_point(c, held, last_seq(state))
                 assert not shard.log.since(c, 0), "a point drops the replies up to it"
             await shard.snapshot(store)
@@ -116,9 +117,22 @@ def test_an_older_point_never_replaces_a_newer_one(store):
     new = {**_loop_state(client, 1), "seq": 9}
     old = {**_loop_state(client, 0), "seq": 5}
     for state in (new, old):  # arriving out of order
-        held = ray.get(store.keep_point.remote(0, 7, state["seq"], state))
+        held = ray.get(store.keep_point.remote(0, 7, state["seq"], pack(state)))
         asyncio.run(shard.recovery_point(7, held, state["seq"]))
     state, _ = asyncio.run(shard.recovery(7))
     assert state["seq"] == 9
     held_seq, _ = ray.get(store.points_of.remote(0))[7]
     assert held_seq == 9
+
+
+def test_pack_and_unpack_give_back_every_tensor_exactly():
+    tree = {"w": torch.randn(3, 4), "h": torch.randn(5).to(torch.bfloat16), "n": torch.tensor(7),
+            "mask": torch.tensor([True, False]), "rng": torch.ByteTensor(list(range(16))),
+            "nested": [{"m": torch.zeros(2, 2, dtype=torch.float64)}, (1, "x")], "none": None}
+    packed = pack(tree)
+    assert not any(isinstance(v, torch.Tensor) for v in packed.values())
+    back = unpack(packed)
+    for k in ("w", "h", "n", "mask", "rng"):
+        assert back[k].dtype == tree[k].dtype and torch.equal(back[k], tree[k])
+    assert torch.equal(back["nested"][0]["m"], tree["nested"][0]["m"]) and back["nested"][1] == (1, "x")
+    assert back["none"] is None

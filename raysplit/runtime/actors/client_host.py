@@ -28,6 +28,7 @@ from raysplit.runtime.actors.buffer import BufferSink
 from raysplit.runtime.cpu_cap import CpuCap
 from raysplit.runtime.threads import compute_thread
 from raysplit.runtime.recovery import Restarted, StoreHeldScheduler, _announce, recover_client
+from raysplit.runtime.points import pack
 from raysplit.runtime.steplog import last_seq
 from raysplit.runtime.virtual import ClientPool, run_virtual
 from raysplit.training.loop import ClientLoop, ClientResult
@@ -108,7 +109,7 @@ def _hand_in_point(store, shard, shard_id: int, client: int, state: dict) -> Non
     """Hand ``client``'s recovery point to its shard, the state held once by the state store
     (``runtime/points.py``); nothing waits for it."""
     seq = last_seq(state)
-    held = state if store is None else store.keep_point.remote(shard_id, client, seq, state)
+    held = state if store is None else store.keep_point.remote(shard_id, client, seq, pack(state))
     shard.recovery_point.remote(client, held, seq)
 
 

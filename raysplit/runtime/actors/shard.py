@@ -11,7 +11,7 @@ step); a refused message is counted (``raysplit_rejected_messages``) and only it
 gets the error. Steps are idempotent: each applied step is recorded in the shard's
 ``StepLog``, so a retried step gets its first reply. With recovery on, the log also keeps
 the replies since each client's recovery point (the point held once by the state store, the
-shard keeping a reference: ``runtime/points.py``); a restarted
+shard keeping its step: ``runtime/points.py``); a restarted
 client rebuilds itself from both, and a restarted shard reloads its last snapshot from
 the state store and copies a live replica's modules (``runtime/recovery.py``).
 """
@@ -193,7 +193,7 @@ class Shard:
         await self._run(self.server.load_modules_state, state)
 
     def _state(self, full: bool = True) -> dict:
-        state = {**self.server.state_dict(), "log": self.log.state_dict(), "points": self.points.seqs()}
+        state = {**self.server.state_dict(), "log": self.log.state_dict(), "points": dict(self.points.seqs)}
         if full:  # a checkpoint: the clients' states themselves
             state["recovery"] = self.points.states()
         return state
@@ -205,8 +205,7 @@ class Shard:
         self.points = RecoveryPoints(self.points.store, self.shard_id)
         self.points.load_states(state.get("recovery", {}), last_seq)  # a checkpoint's (by value)
         self.points.load_from_store()  # a snapshot's (held by the store; possibly newer)
-        for c in self.points.points:  # a point newer than the snapshot: its steps are behind the client
-            seq = self.points.seq(c)
+        for c, seq in self.points.seqs.items():  # a point newer than the snapshot: its steps are behind the client
             self.log.forget(c, seq)
             self.log.last[c] = max(self.log.last.get(c, 0), seq)
 
@@ -223,8 +222,8 @@ class Shard:
             self.log.forget(client, seq)
 
     async def recovery_point(self, client: int, state, seq: int | None = None) -> None:
-        """Take ``client``'s recovery point (after an evaluation): its loop state, or
-        ``[ref]`` to the state store's copy (``StateStore.keep_point``) with its ``seq``;
+        """Take ``client``'s recovery point (after an evaluation): its loop state, or the
+        state store's ``Held`` answer (``StateStore.keep_point``) with the point's ``seq``;
         drop its logged replies up to that step (on the compute thread, in order with the
         steps)."""
         seq = last_seq(state) if seq is None else int(seq)
@@ -234,16 +233,17 @@ class Shard:
         """What a restarted client rebuilds itself from: its last recovery state (None:
         none yet, start from the initial one) and the replies logged since."""
         def read():
-            seq = self.points.seq(client)
-            return self.points.state(client), self.log.since(client, 0 if seq is None else seq)
+            point = self.points.get(client)
+            if point is None:
+                return None, self.log.since(client, 0)
+            return point[1], self.log.since(client, point[0])
 
         return await self._run(read)
 
     async def snapshot(self, store) -> int:
         """Put this shard's state in the state store (what a restart reloads): the tail,
-        the step log and its clients' recovery points' sequence numbers (the points
-        themselves are in the store already, once each); returns the bytes of logged
-        replies it holds."""
+        the step log and its clients' recovery points' steps (the points themselves are in
+        the store already, once each); returns the bytes of logged replies it holds."""
         state = await self._run(self._state, False)
         await store.put.remote(("shard", self.shard_id), state)
         return self.log.nbytes()

@@ -15,12 +15,14 @@ from typing import Any
 
 import ray
 
+from raysplit.runtime.points import Held
+
 
 class StateStore:
     def __init__(self) -> None:
         self.data: dict[Any, Any] = {}
         self.held: dict[str, ray.ObjectRef] = {}
-        self.points: dict[tuple[int, int], tuple[int, ray.ObjectRef]] = {}  # (shard, client) -> (seq, its state)
+        self.points: dict[tuple[int, int], tuple[int, Any]] = {}  # (shard, client) -> (seq, its packed state)
 
     def put(self, key, value) -> None:
         self.data[key] = value
@@ -40,18 +42,25 @@ class StateStore:
         for r in refs:
             self.held.pop(r.hex(), None)
 
-    def keep_point(self, shard: int, client: int, seq: int, state) -> list:
-        """Hold ``client``'s recovery point (``runtime/points.py``): one object per client,
-        the newest (an older ``seq`` than the one held is ignored); returns [ref] to it."""
+    def keep_point(self, shard: int, client: int, seq: int, state):
+        """Hold ``client``'s recovery point (``runtime/points.py``): one per client, the
+        newest (an older ``seq`` than the one held is ignored); returns ``Held(seq held)``."""
         key = (int(shard), int(client))
         held = self.points.get(key)
         if held is None or held[0] <= seq:
-            held = self.points[key] = (int(seq), ray.put(state))
-        return [held[1]]
+            held = self.points[key] = (int(seq), state)
+        return Held(held[0])
+
+    def point(self, shard: int, client: int):
+        """(seq, state) of ``client``'s point, None: none."""
+        return self.points.get((int(shard), int(client)))
 
     def points_of(self, shard: int) -> dict:
-        """{client: (seq, [ref])}: the recovery points of ``shard``'s clients."""
-        return {c: (seq, [ref]) for (k, c), (seq, ref) in self.points.items() if k == int(shard)}
+        """{client: (seq, state)}: the recovery points of ``shard``'s clients."""
+        return {c: held for (k, c), held in self.points.items() if k == int(shard)}
+
+    def point_seqs(self, shard: int) -> dict[int, int]:
+        return {c: seq for (k, c), (seq, _) in self.points.items() if k == int(shard)}
 
     def stats(self) -> dict:
         return {"keys": len(self.data), "held": len(self.held), "points": len(self.points)}
