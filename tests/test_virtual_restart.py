@@ -23,7 +23,7 @@ from raysplit.observability.callbacks import Callback
 from raysplit.runtime.driver import Cluster
 
 pytestmark = pytest.mark.slow
-STEPS = 14  # per client and epoch (2 epochs); the kill leaves 9 of the second epoch's steps to go
+STEPS = 20  # per client and epoch (2 epochs)
 CLIENTS = 4
 
 
