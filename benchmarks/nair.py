@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-subset", default="8192")
     ap.add_argument("--test-subset", default="2000")
     ap.add_argument("--original-epochs", type=int, default=4)
+    ap.add_argument("--original", default=None,
+                    help="model file of a trained original to start from (jobs/nair.py's models/original.pt) instead "
+                         "of training one for --original-epochs")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--penalty", type=float, default=0.1)
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
               test_subset=subset(a.test_subset), original_epochs=a.original_epochs, epochs=a.epochs,
               slices=a.slices, penalty=a.penalty, link=a.link, variants=tuple(a.variants.split(",")),
               device=a.device)
+    if a.original:
+        kw["original"] = a.original
     if a.quick:
         kw.update(dataset="digits", image_size=16, train_subset=192, test_subset=64, original_epochs=1, epochs=1,
                   slices=4, batch_size=32)

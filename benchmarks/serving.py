@@ -8,10 +8,13 @@ Three measurements, one Ray instance, side by side:
    same messages in batches of ``--max-batch-size``. Each request is one message of
    ``--images-per-request`` images (1: one frame per request, the issue's case; more: an
    edge client that sends several frames at once); every size is measured in every one of
-   the ``--repeats`` interleaved repeats. Target: Serve >= 0.8 of in-process requests/s.
+   the ``--repeats`` interleaved repeats. Serve is measured twice: one handle call per
+   request, and coalesced (``--coalesce``: this process, which holds every request in
+   flight, sends up to that many per call, ``serving.coalesce``; each keeps its own message
+   and answer). Target: Serve >= 0.8 of in-process requests/s.
 2. **Latency against offered load**: Poisson arrivals of one-image requests at fractions
-   of the measured Serve capacity; p50/p99 of the serving time (submit to answer) and the
-   achieved rate; plot.
+   of the measured Serve capacity (per request, and coalesced: each at its own capacity);
+   p50/p99 of the serving time (submit to answer) and the achieved rate; plot.
 3. **Budgets on mixed links**: ``--clients`` emulated clients, links assigned in turn from
    ``--links``, one image per request, offered at half the capacity: one run at each of
    ``--fixed-budgets`` and one with budgets chosen per request for each of ``--deadlines``
@@ -46,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _common as C  # noqa: E402
 
 NAME = "serving"
-QUICK = {"seconds": 2.0, "repeats": 1, "loads": "0.5,1.0", "load_seconds": 2.0, "requests": 48, "concurrency": 16,
+QUICK = {"seconds": 2.0, "coalesce": 8, "repeats": 1, "loads": "0.5,1.0", "load_seconds": 2.0, "requests": 48, "concurrency": 16,
          "clients": 6, "images_per_request": "1,4", "fixed_budgets": "", "deadlines": "150ms"}
 
 
@@ -181,16 +184,18 @@ async def _run_requests(tail, prepared, rate: float, seed: int) -> list[dict]:
     return rows
 
 
-def _plot(path: Path, sweep: list[dict]) -> None:
+def _plot(path: Path, sweep: list[dict], sends: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    x = [r["offered_rps"] for r in sweep]
-    ax.plot(x, [r["p50_ms"] for r in sweep], marker="o", label="p50")
-    ax.plot(x, [r["p99_ms"] for r in sweep], marker="s", label="p99")
+    for send, color in zip(sends, ("C0", "C1")):
+        rows = [r for r in sweep if r["send"] == send]
+        x = [r["offered_rps"] for r in rows]
+        ax.plot(x, [r["p50_ms"] for r in rows], marker="o", color=color, label=f"{send}, p50")
+        ax.plot(x, [r["p99_ms"] for r in rows], marker="s", ls="--", color=color, label=f"{send}, p99")
     ax.set_xlabel("offered load (requests/s)")
     ax.set_ylabel("serving latency (ms)")
     ax.set_yscale("log")
@@ -210,6 +215,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--batch-wait-s", type=float, default=0.005)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--coalesce", type=int, default=32,
+                    help="phases 1-2: also measure Serve with up to this many requests per call (0: do not)")
+    ap.add_argument("--coalesce-wait-s", type=float, default=0.002,
+                    help="how long a coalesced call waits for requests to join it")
     ap.add_argument("--max-ongoing", type=int, default=None, help="per replica (default: max(64, --concurrency))")
     ap.add_argument("--seconds", type=float, default=8.0, help="per throughput measurement")
     ap.add_argument("--repeats", type=int, default=3)
@@ -243,6 +252,8 @@ def main(argv=None) -> int:
         ap.error(f"--images-per-request must list positive integers including 1, got {a.images_per_request!r}")
     if a.clients < 1:
         ap.error(f"--clients must be >= 1, got {a.clients}")
+    if a.coalesce < 0 or a.coalesce_wait_s < 0:
+        ap.error(f"--coalesce and --coalesce-wait-s must be >= 0, got {a.coalesce}, {a.coalesce_wait_s}")
 
     import ray
     import torch
@@ -252,6 +263,7 @@ def main(argv=None) -> int:
     from raysplit.data import load_dataset
     from raysplit.link.units import parse_time
     from raysplit.serving.app import start
+    from raysplit.serving.coalesce import Coalescer
     from raysplit.serving.emulate import summarize
     from raysplit.serving.model import load_served
     from raysplit.serving.tail import TailService
@@ -282,43 +294,54 @@ def main(argv=None) -> int:
                           batch_wait_s=a.batch_wait_s, max_ongoing=a.max_ongoing or max(64, a.concurrency),
                           max_queued=-1)
         tail = start(cfg)
+        senders = {"per request": tail}
+        if a.coalesce:
+            senders["coalesced"] = Coalescer(tail, max_batch=a.coalesce, wait_s=a.coalesce_wait_s)
         svc = TailService(served, threads=max(1, int(round(cores))))
         loop = asyncio.new_event_loop()
         try:
             frames = {k: _frames(served, test, max(64, a.concurrency), k, a.budget) for k in ks}
             for k in ks:  # warm-up
-                loop.run_until_complete(_closed_loop(tail, frames[k], a.concurrency, min(1.0, a.seconds / 2)))
+                for sender in senders.values():
+                    loop.run_until_complete(_closed_loop(sender, frames[k], a.concurrency, min(1.0, a.seconds / 2)))
                 _inprocess_rps(svc, frames[k], a.max_batch_size, min(0.5, a.seconds / 4))
             pairs = []
             for rep in range(a.repeats):
-                for k in ks:  # side by side: every size in every repeat
+                for k in ks:  # side by side: every size and way of sending in every repeat
                     inproc = _inprocess_rps(svc, frames[k], a.max_batch_size, a.seconds)
-                    before = tail.stats()
-                    t_srv = time.perf_counter()
-                    srv, lat = loop.run_until_complete(_closed_loop(tail, frames[k], a.concurrency, a.seconds))
-                    t_srv = time.perf_counter() - t_srv
-                    after = tail.stats()
-                    # where Serve's time goes: the replicas' own work (decode + tail) against the wall
-                    busy = sum(s["compute_s"] for s in after) - sum(s["compute_s"] for s in before)
-                    answered = sum(s["requests"] for s in after) - sum(s["requests"] for s in before)
-                    pairs.append({"repeat": rep, "images_per_request": k, "bytes_per_request": len(frames[k][0]),
-                                  "in_process_rps": inproc, "serve_rps": srv, "ratio": srv / inproc,
-                                  "serve_images_per_s": k * srv, "serve_p50_ms": 1e3 * C.median(lat),
-                                  "serve_p99_ms": 1e3 * float(np.percentile(lat, 99)),
-                                  "in_process_ms_per_request": 1e3 * cores / inproc,
-                                  "replica_compute_ms_per_request": 1e3 * busy / max(1, answered),
-                                  "replica_busy_fraction": busy / (t_srv * a.replicas)})
-                    print(f"  repeat {rep}, {k} image(s)/request: in-process {inproc:.0f} req/s, serve {srv:.0f} req/s,"
-                          f" ratio {srv / inproc:.3f}", flush=True)
+                    for send, sender in senders.items():
+                        before = tail.stats()
+                        t_srv = time.perf_counter()
+                        srv, lat = loop.run_until_complete(_closed_loop(sender, frames[k], a.concurrency, a.seconds))
+                        t_srv = time.perf_counter() - t_srv
+                        after = tail.stats()
+                        # where Serve's time goes: the replicas' own work (decode + tail) against the wall
+                        busy = sum(s["compute_s"] for s in after) - sum(s["compute_s"] for s in before)
+                        answered = sum(s["requests"] for s in after) - sum(s["requests"] for s in before)
+                        calls = sum(len(s["batches"]) for s in after) - sum(len(s["batches"]) for s in before)
+                        pairs.append({"repeat": rep, "images_per_request": k, "send": send,
+                                      "bytes_per_request": len(frames[k][0]), "in_process_rps": inproc,
+                                      "serve_rps": srv, "ratio": srv / inproc, "serve_images_per_s": k * srv,
+                                      "serve_p50_ms": 1e3 * C.median(lat),
+                                      "serve_p99_ms": 1e3 * float(np.percentile(lat, 99)),
+                                      "in_process_ms_per_request": 1e3 * cores / inproc,
+                                      "replica_compute_ms_per_request": 1e3 * busy / max(1, answered),
+                                      "requests_per_replica_batch": answered / max(1, calls),
+                                      "replica_busy_fraction": busy / (t_srv * a.replicas)})
+                        print(f"  repeat {rep}, {k} image(s)/request, {send}: in-process {inproc:.0f} req/s, serve "
+                              f"{srv:.0f} req/s, ratio {srv / inproc:.3f}", flush=True)
             batches = [b for s in tail.stats() for b in s["batches"]]
-            capacity = C.median(p["serve_rps"] for p in pairs if p["images_per_request"] == 1)
             sweep = []
-            for f in [float(v) for v in a.loads.split(",")]:
-                r = loop.run_until_complete(_open_loop(tail, msgs, f * capacity, a.load_seconds, 1))
-                r["load_fraction"] = f
-                sweep.append(r)
-                print(f"  offered {r['offered_rps']:.0f} req/s: achieved {r['achieved_rps']:.0f}, p50 {r['p50_ms']:.1f}"
-                      f" ms, p99 {r['p99_ms']:.1f} ms", flush=True)
+            for send, sender in senders.items():
+                capacity = C.median(p["serve_rps"] for p in pairs if p["images_per_request"] == 1 and p["send"] == send)
+                for f in [float(v) for v in a.loads.split(",")]:
+                    r = loop.run_until_complete(_open_loop(sender, msgs, f * capacity, a.load_seconds, 1))
+                    r.update(load_fraction=f, send=send)
+                    sweep.append(r)
+                    print(f"  {send}, offered {r['offered_rps']:.0f} req/s: achieved {r['achieved_rps']:.0f}, "
+                          f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
+            capacity = C.median(p["serve_rps"] for p in pairs if p["images_per_request"] == 1
+                                and p["send"] == "per request")
             modes = []
             for mode, budget, dl, prepared in plans:
                 t0 = time.perf_counter()
@@ -352,36 +375,41 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    by_k = {k: C.median(p["ratio"] for p in pairs if p["images_per_request"] == k) for k in ks}
-    summary_k = [{"images_per_request": k, "bytes_per_request": next(p["bytes_per_request"] for p in pairs
-                                                                      if p["images_per_request"] == k),
-                  "in_process_rps": C.median(p["in_process_rps"] for p in pairs if p["images_per_request"] == k),
-                  "serve_rps": C.median(p["serve_rps"] for p in pairs if p["images_per_request"] == k),
-                  "ratio": by_k[k], "meets_target": by_k[k] >= 0.8} for k in ks]
-    ratio = by_k[1]
+    summary_k = []
+    for send in senders:
+        for k in ks:
+            ps = [p for p in pairs if p["images_per_request"] == k and p["send"] == send]
+            r = C.median(p["ratio"] for p in ps)
+            summary_k.append({"send": send, "images_per_request": k, "bytes_per_request": ps[0]["bytes_per_request"],
+                              "in_process_rps": C.median(p["in_process_rps"] for p in ps),
+                              "serve_rps": C.median(p["serve_rps"] for p in ps), "ratio": r, "meets_target": r >= 0.8})
+    ratios = {r["send"]: r["ratio"] for r in summary_k if r["images_per_request"] == 1}
+    ratio = ratios["per request"]
     out_dir = a.out_dir or C.RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot(out_dir / "serving_latency.png", sweep)
+    _plot(out_dir / "serving_latency.png", sweep, list(senders))
     setup = {"model": str(model) if a.model else "a small NAIR model trained by the benchmark", "dataset": a.dataset,
              "kind": served.kind, "budgets": list(served.budgets()), "replicas": a.replicas,
              "cpus_per_replica": a.cpus_per_replica, "in_process_threads": max(1, int(round(cores))),
              "max_batch_size": a.max_batch_size, "batch_wait_s": a.batch_wait_s, "concurrency": a.concurrency,
+             "coalesce": a.coalesce, "coalesce_wait_s": a.coalesce_wait_s,
              "max_ongoing": cfg.max_ongoing, "access_log": cfg.access_log, "seconds": a.seconds, "repeats": a.repeats,
              "images_per_request": ks, "clients": a.clients, "requests_per_mode": a.requests, "links": links,
              "deadlines_s": deadlines, "fixed_budgets": fixed_budgets, "message_bytes_by_budget": sizes,
              "quiet_wait_s": quiet, "target": "serve >= 0.8 x in-process requests/s", "torch": torch.__version__,
              "phase1_batches": {"count": len(batches), "mean": float(np.mean(batches)) if batches else float("nan"),
                                 "max": max(batches, default=0)}}
-    cols_k = [("images_per_request", "images/request", "d"), ("bytes_per_request", "bytes/request", "d"),
+    cols_k = [("send", "sent", ""), ("images_per_request", "images/request", "d"), ("bytes_per_request", "bytes/request", "d"),
               ("in_process_rps", "in-process req/s", ".0f"), ("serve_rps", "serve req/s", ".0f"),
               ("ratio", "ratio (median)", ".3f"), ("meets_target", ">= 0.8", "")]
-    cols_pairs = [("repeat", "repeat", "d"), ("images_per_request", "images/request", "d"),
+    cols_pairs = [("repeat", "repeat", "d"), ("images_per_request", "images/request", "d"), ("send", "sent", ""),
                   ("in_process_rps", "in-process req/s", ".0f"), ("serve_rps", "serve req/s", ".0f"),
                   ("ratio", "ratio", ".3f"), ("serve_p50_ms", "p50 ms", ".1f"), ("serve_p99_ms", "p99 ms", ".1f"),
                   ("in_process_ms_per_request", "in-process core-ms/req", ".2f"),
                   ("replica_compute_ms_per_request", "replica compute ms/req", ".2f"),
+                  ("requests_per_replica_batch", "req/replica batch", ".1f"),
                   ("replica_busy_fraction", "replicas busy", ".2f")]
-    cols_sweep = [("load_fraction", "load", ".2f"), ("offered_rps", "offered req/s", ".0f"),
+    cols_sweep = [("send", "sent", ""), ("load_fraction", "load", ".2f"), ("offered_rps", "offered req/s", ".0f"),
                   ("achieved_rps", "achieved req/s", ".0f"), ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f")]
     cols_modes = [("mode", "budget", ""), ("mean_budget", "mean budget", ".2f"),
                   ("bytes_per_request", "bytes/request", ".0f"), ("requests_per_s", "req/s", ".0f"),
@@ -395,8 +423,11 @@ def main(argv=None) -> int:
     md = (f"# Serving\n\nCreated {C.now_iso()}. {setup['model']} ({served.kind} budgets); "
           f"{a.replicas} replicas x {a.cpus_per_replica} CPU vs in-process with {setup['in_process_threads']} threads, "
           f"batches of up to {a.max_batch_size} requests on both sides, {a.concurrency} requests in flight. "
-          f"Serve / in-process requests/s at one image per request (median of {a.repeats}): **{ratio:.3f}** "
-          f"(target 0.8).\n\n" + C.md_table(summary_k, cols_k) + "\n\nEvery measurement:\n\n"
+          f"Serve / in-process requests/s at one image per request (median of {a.repeats}): **{ratio:.3f}** with one "
+          f"handle call per request"
+          + (f", **{ratios['coalesced']:.3f}** coalesced (up to {a.coalesce} requests per call, the first waiting at "
+             f"most {1e3 * a.coalesce_wait_s:g} ms)" if "coalesced" in ratios else "")
+          + " (target 0.8).\n\n" + C.md_table(summary_k, cols_k) + "\n\nEvery measurement:\n\n"
           + C.md_table(pairs, cols_pairs)
           + "\n\nLatency against offered load (serving time, one image per request):\n\n"
           + C.md_table(sweep, cols_sweep) + f"\n\n{a.clients} clients on mixed links ({', '.join(links)}), one image "
@@ -409,10 +440,11 @@ def main(argv=None) -> int:
     print(C.text_table(modes, cols_modes))
     print(C.text_table(link_rows, cols_links))
     for r in summary_k:
-        print(f"serve / in-process requests/s at {r['images_per_request']} image(s)/request: {r['ratio']:.3f} "
+        print(f"serve ({r['send']}) / in-process requests/s at {r['images_per_request']} image(s)/request: "
+              f"{r['ratio']:.3f} "
               f"({'meets' if r['meets_target'] else 'misses'} the 0.8 target)")
     result = {"benchmark": NAME, "created": C.now_iso(), "setup": setup, "machine": machine, "pairs": pairs,
-              "ratio": ratio, "ratio_by_images_per_request": summary_k, "sweep": sweep, "modes": modes}
+              "ratio": ratio, "ratio_coalesced": ratios.get("coalesced"), "ratio_by_images_per_request": summary_k, "sweep": sweep, "modes": modes}
     C.write_results(NAME, result, md, a.out_dir)
     return 0
 

@@ -4,6 +4,7 @@ Serve deployment end to end (slow)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -173,6 +174,7 @@ def ray_local():
 def test_serve_a_request_end_to_end_batched_replicas_and_http(runs, digits, ray_local):
     from raysplit.config.serve import ServeConfig
     from raysplit.serving.app import start
+    from raysplit.serving.coalesce import Coalescer
 
     port = _free_port()
     cfg = ServeConfig(model=str(runs / "nair"), name="t-nair", replicas=2, cpus_per_replica=0.5,
@@ -200,6 +202,14 @@ def test_serve_a_request_end_to_end_batched_replicas_and_http(runs, digits, ray_
         stats = tail.stats()
         assert len(stats) == 2 and sum(s["requests"] for s in stats) == 16
         assert max(b for s in stats for b in s["batches"]) > 1  # requests were batched
+        # coalesced: the same 16 requests as 2 calls of 8, each request its own answer
+        gw = Coalescer(tail, max_batch=8, wait_s=0.05)
+
+        async def coalesced():
+            return await asyncio.gather(*(gw.infer_async(m) for m in msgs))
+
+        assert asyncio.run(coalesced()) == results and gw.calls == 2
+        assert sum(s["requests"] for s in tail.stats()) == 32
         # any process can be a client: the message as the body of an HTTP POST
         req = urllib.request.Request(f"http://127.0.0.1:{port}/t-nair", data=msgs[0], method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:

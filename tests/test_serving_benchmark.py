@@ -41,18 +41,22 @@ def test_serving_benchmark_quick_records_consistent_results(tmp_path):
     assert sizes[1] < sizes[2] < sizes[3] < sizes[4]
 
     # phase 1: each size measured, ratios are what the rates say
-    by_k = {row["images_per_request"]: row for row in res["ratio_by_images_per_request"]}
-    assert set(by_k) == {1, 4} and res["ratio"] == by_k[1]["ratio"]
+    rows = {(row["send"], row["images_per_request"]): row for row in res["ratio_by_images_per_request"]}
+    assert set(rows) == {(s, k) for s in ("per request", "coalesced") for k in (1, 4)} and setup["coalesce"] == 8
+    assert res["ratio"] == rows["per request", 1]["ratio"] and res["ratio_coalesced"] == rows["coalesced", 1]["ratio"]
     for p in res["pairs"]:
         assert p["in_process_rps"] > 0 and p["serve_rps"] > 0
         assert p["ratio"] == pytest.approx(p["serve_rps"] / p["in_process_rps"])
         assert p["replica_compute_ms_per_request"] > 0 and 0 < p["replica_busy_fraction"] < 1.5
-    assert by_k[1]["bytes_per_request"] == sizes[4] < by_k[4]["bytes_per_request"]
-    assert all(row["meets_target"] == (row["ratio"] >= 0.8) for row in by_k.values())
+        # a coalesced call carries several requests (16 in flight, up to 8 per call)
+        assert p["requests_per_replica_batch"] > (1.5 if p["send"] == "coalesced" else 0.99)
+    for send in ("per request", "coalesced"):
+        assert rows[send, 1]["bytes_per_request"] == sizes[4] < rows[send, 4]["bytes_per_request"]
+    assert all(row["meets_target"] == (row["ratio"] >= 0.8) for row in rows.values())
     assert setup["phase1_batches"]["max"] > 1  # the replicas batched
 
-    # phase 2: every offered load answered, percentiles ordered
-    assert [s["load_fraction"] for s in res["sweep"]] == [1.0]
+    # phase 2: every offered load answered, percentiles ordered, for both ways of sending
+    assert sorted((s["send"], s["load_fraction"]) for s in res["sweep"]) == [("coalesced", 1.0), ("per request", 1.0)]
     for s in res["sweep"]:
         assert s["answered"] + s["refused"] == s["sent"] > 0 and 0 < s["p50_ms"] <= s["p99_ms"]
 

@@ -57,6 +57,15 @@ class SplitTail:
         self.compute_s += time.perf_counter() - t0
         return out
 
+    async def infer_many(self, buffers: list[bytes]) -> list[dict]:
+        """Several requests in one call (a client process that coalesces the requests it holds,
+        ``serving.coalesce``): answered as one batch, one answer per request, in order."""
+        t0 = time.perf_counter()
+        self.batches.append(len(buffers))
+        out = [a.to_dict() for a in self.service.predict(list(buffers))]
+        self.compute_s += time.perf_counter() - t0
+        return out
+
     async def __call__(self, request) -> dict:
         """HTTP: the request's body is the message."""
         body = request if isinstance(request, (bytes, bytearray)) else await request.body()
@@ -75,6 +84,7 @@ class TailClient:
     def __init__(self, cfg: ServeConfig, handle) -> None:
         self.cfg, self.handle = cfg, handle
         self._infer = handle.options(method_name="infer")
+        self._infer_many = handle.options(method_name="infer_many")
 
     @classmethod
     def connect(cls, cfg: ServeConfig) -> "TailClient":
@@ -97,6 +107,13 @@ class TailClient:
     async def infer_async(self, message: bytes) -> dict:
         try:
             return await self._infer.remote(message)
+        except BackPressureError as e:
+            raise self._overloaded(e) from None
+
+    async def infer_many_async(self, messages: list[bytes]) -> list[dict]:
+        """Several messages in one call, one answer each (raises Overloaded when refused)."""
+        try:
+            return await self._infer_many.remote(list(messages))
         except BackPressureError as e:
             raise self._overloaded(e) from None
 
