@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Mapping
 
-from raysplit.config.cli import _META
+from raysplit.config.cli import option_of
 
 
 def check_at_least(cfg: object, lows: Mapping[str, float]) -> None:
@@ -19,7 +19,7 @@ def check_at_least(cfg: object, lows: Mapping[str, float]) -> None:
 def check_counts_or_none(cfg: object, names: Iterable[str]) -> None:
     """Each named optional count is None (spelt by its option's ``none_word``: 'all', 'auto',
     ...) or at least 1."""
-    words = {f.name: f.metadata.get(_META, {}).get("none_word", "none") for f in dataclasses.fields(cfg)}
+    words = {f.name: option_of(f)["none_word"] for f in dataclasses.fields(cfg)}
     for name in names:
         v = getattr(cfg, name)
         if v is not None and v < 1:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NoReturn, Union
 
-__all__ = ["ConfigParser", "option"]
+__all__ = ["ConfigParser", "option", "option_of"]
 
 _META = "cli"  # the key of option()'s dict in a field's metadata
 _MISSING = dataclasses.MISSING
@@ -63,6 +63,11 @@ def option(*, help: str | None = None, flag: str | None = None, choices=None, pa
 
 
 _PLAIN = option()[_META]
+
+
+def option_of(f: dataclasses.Field) -> dict:
+    """The settings :func:`option` gave a dataclass field (the defaults where it gave none)."""
+    return {**_PLAIN, **f.metadata.get(_META, {})}
 _NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("text", "texts"),
           bool: ("true or false", "booleans")}
 _METAVARS = {int: "INT", float: "FLOAT"}
@@ -217,7 +222,7 @@ def _options_of(cls: type) -> list[_Option]:
         raise TypeError(f"{cls!r} is not a dataclass")
     hints, docs, out = typing.get_type_hints(cls), _arg_docs(cls), []
     for f in dataclasses.fields(cls):
-        meta, tp = {**_PLAIN, **f.metadata.get(_META, {})}, hints[f.name]
+        meta, tp = option_of(f), hints[f.name]
         if not f.init or not meta["cli"] or (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
             continue
         where = f"{cls.__qualname__}.{f.name}"
