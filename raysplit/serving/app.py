@@ -18,8 +18,10 @@ bound.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -48,23 +50,25 @@ class SplitTail:
         self.infer.set_batch_wait_timeout_s(batch_wait_s)
         self.batches: list[int] = []
         self.compute_s = 0.0  # time spent answering batches (decode + tail), to tell it from Serve's own cost
+        # One thread answers, off the replica's event loop: the loop keeps taking requests (and
+        # answering Serve's queue-length probes) while a batch computes, and batches run one at a time.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail")
+
+    def _answer(self, buffers: list[bytes]) -> list[dict]:
+        t0 = time.perf_counter()
+        out = [a.to_dict() for a in self.service.predict(list(buffers))]
+        self.batches.append(len(buffers))
+        self.compute_s += time.perf_counter() - t0
+        return out
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def infer(self, buffers: list[bytes]) -> list[dict]:
-        t0 = time.perf_counter()
-        self.batches.append(len(buffers))
-        out = [a.to_dict() for a in self.service.predict(list(buffers))]
-        self.compute_s += time.perf_counter() - t0
-        return out
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._answer, buffers)
 
     async def infer_many(self, buffers: list[bytes]) -> list[dict]:
         """Several requests in one call (a client process that coalesces the requests it holds,
         ``serving.coalesce``): answered as one batch, one answer per request, in order."""
-        t0 = time.perf_counter()
-        self.batches.append(len(buffers))
-        out = [a.to_dict() for a in self.service.predict(list(buffers))]
-        self.compute_s += time.perf_counter() - t0
-        return out
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._answer, buffers)
 
     async def __call__(self, request) -> dict:
         """HTTP: the request's body is the message."""

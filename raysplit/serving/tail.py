@@ -49,13 +49,16 @@ class TailService:
     variant: which model of a run directory (default: see load_served).
     device: "cpu", "cuda" or "auto".
     key: HMAC key every request must be tagged with (None: tags are not required).
-    threads: torch threads for this service (None: leave as is).
+    threads: torch threads for this service (None: leave as is). Set again in the thread that
+        answers, when it differs: torch's thread count is per calling thread under OpenMP, and a
+        Ray Serve replica answers on a thread other than the one that built the service (there
+        the tail ran with the machine's default, several threads per replica on shared cores).
     """
 
     def __init__(self, source, *, variant: str | None = None, device: str = "cpu", key: bytes | None = None,
                  threads: int | None = None) -> None:
-        if threads is not None:
-            torch.set_num_threads(int(threads))
+        self.threads = None if threads is None else int(threads)
+        self._use_threads()
         self.served = source if isinstance(source, Served) else load_served(source, variant=variant, device=device)
         self.key = key
         self.requests = 0
@@ -79,9 +82,14 @@ class TailService:
             return b, b
         return 0, b
 
+    def _use_threads(self) -> None:
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
     @torch.no_grad()
     def predict(self, buffers: list[bytes]) -> list[Answer]:
         """One answer per message, in order."""
+        self._use_threads()
         answers: list[Answer | None] = [None] * len(buffers)
         groups: dict[object, list[tuple[int, codec.Message, int]]] = {}
         for i, buf in enumerate(buffers):
