@@ -315,10 +315,15 @@ def main(argv=None) -> int:
                         srv, lat = loop.run_until_complete(_closed_loop(sender, frames[k], a.concurrency, a.seconds))
                         t_srv = time.perf_counter() - t_srv
                         after = tail.stats()
-                        # where Serve's time goes: the replicas' own work (decode + tail) against the wall
-                        busy = sum(s["compute_s"] for s in after) - sum(s["compute_s"] for s in before)
-                        answered = sum(s["requests"] for s in after) - sum(s["requests"] for s in before)
-                        calls = sum(len(s["batches"]) for s in after) - sum(len(s["batches"]) for s in before)
+                        # where Serve's time goes: the replicas' own work (decode + tail) against the wall. A
+                        # replica Serve restarted meanwhile (a failed health check) starts its counters afresh:
+                        # then these figures are not known (NaN), and the row says so.
+                        b0, b1 = {s["pid"]: s for s in before}, {s["pid"]: s for s in after}
+                        restarted = set(b0) != set(b1) or any(b1[p]["requests"] < b0[p]["requests"] for p in b1)
+                        nan = float("nan")
+                        busy = nan if restarted else sum(b1[p]["compute_s"] - b0[p]["compute_s"] for p in b1)
+                        answered = nan if restarted else sum(b1[p]["requests"] - b0[p]["requests"] for p in b1)
+                        calls = nan if restarted else sum(len(b1[p]["batches"]) - len(b0[p]["batches"]) for p in b1)
                         pairs.append({"repeat": rep, "images_per_request": k, "send": send,
                                       "bytes_per_request": len(frames[k][0]), "in_process_rps": inproc,
                                       "serve_rps": srv, "ratio": srv / inproc, "serve_images_per_s": k * srv,
@@ -327,7 +332,8 @@ def main(argv=None) -> int:
                                       "in_process_ms_per_request": 1e3 * cores / inproc,
                                       "replica_compute_ms_per_request": 1e3 * busy / max(1, answered),
                                       "requests_per_replica_batch": answered / max(1, calls),
-                                      "replica_busy_fraction": busy / (t_srv * a.replicas)})
+                                      "replica_busy_fraction": busy / (t_srv * a.replicas),
+                                      "replica_restarted": restarted})
                         print(f"  repeat {rep}, {k} image(s)/request, {send}: in-process {inproc:.0f} req/s, serve "
                               f"{srv:.0f} req/s, ratio {srv / inproc:.3f}", flush=True)
             batches = [b for s in tail.stats() for b in s["batches"]]
