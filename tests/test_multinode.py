@@ -116,6 +116,11 @@ def test_colocate_puts_a_shard_beside_its_clients_host(nodes, tmp_path):
 def test_spread_spreads_client_processes_over_the_client_nodes(nodes, tmp_path):
     _, _, ids = nodes
     cc = ClusterConfig(train=train_cfg(tmp_path, "spread"), clients=3, clients_per_actor=1, placement="spread")
+    # Ray's SPREAD is best effort: while an earlier test's actors still hold a node's CPUs it
+    # packs bundles onto the nodes that are free. Wait until every CPU is free again.
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
     summary, cluster = run_cluster(cc)
     assert summary.failed_clients == {} and summary.client_actors == 3
     hosts = actor_nodes(cluster)["hosts"]
