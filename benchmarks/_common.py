@@ -174,6 +174,23 @@ def session_processes(root_pid: int | None = None) -> list[psutil.Process]:
         return []
 
 
+def process_role(p: psutil.Process, root_pid: int) -> str:
+    """What a session process is: a Ray worker's actor class (its title ``ray::Shard.train``
+    names the class), ``worker`` for one not yet bound, or the program's name."""
+    if p.pid == root_pid:
+        return "driver"
+    cmd = p.cmdline()
+    first = cmd[0] if cmd else p.name()
+    if first.startswith("ray::"):
+        return first[5:].split(".")[0].split(" ")[0] or "worker"
+    if "default_worker.py" in " ".join(cmd):
+        return "worker"
+    name = first.rsplit("/", 1)[-1]
+    if name.startswith("python") and len(cmd) > 1:
+        name = cmd[1].rsplit("/", 1)[-1]
+    return name
+
+
 class Monitor:
     """Samples, every ``interval`` seconds in a background thread:
 
@@ -184,6 +201,11 @@ class Monitor:
       only private pages (a lower bound); RSS double counts shared pages (upper bound).
     * CPU used by processes *outside* the session (other users of the shared machine),
       as cores averaged over the monitored window.
+
+    * CPU seconds of the session's processes by role (``cpu_by_role``: a Ray actor's class,
+      ``raylet``, ``gcs_server``, ``driver``, ...): each process's latest CPU time seen, so
+      a process that lives between two samples is missed, and the driver's includes the
+      sampler's own work.
 
     Peaks are over the samples taken; ``sample_seconds`` is the sampler's own cost.
     ``duty``: the most of the time it may spend sampling (reading ``smaps_rollup`` of
@@ -206,6 +228,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._foreign_cpu: dict[int, float] = {}
         self._foreign_total = 0.0
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, cpu seconds at the last sample)
         self.t0 = self.t1 = 0.0
 
     # -- sampling ---------------------------------------------------------------
@@ -223,6 +246,23 @@ class Monitor:
                 self._foreign_total += cpu - last
             self._foreign_cpu[p.pid] = cpu
 
+    def _note_cpu(self, p: psutil.Process) -> None:
+        try:
+            t = p.cpu_times()
+            role = self._cpu[p.pid][0] if p.pid in self._cpu else process_role(p, self.root_pid)
+        except psutil.Error:
+            return
+        if role.startswith("ray::IDLE") or role == "worker":  # a worker that becomes an actor later
+            role = process_role(p, self.root_pid)
+        self._cpu[p.pid] = (role, t.user + t.system)
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds by role over the monitored processes (latest sample of each)."""
+        out: dict[str, float] = {}
+        for role, cpu in self._cpu.values():
+            out[role] = out.get(role, 0.0) + cpu
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
     def sample(self) -> dict:
         t = time.perf_counter()
         procs = session_processes(self.root_pid)
@@ -233,6 +273,7 @@ class Monitor:
             except psutil.Error:
                 continue
             tot["rss"] += m.rss
+            self._note_cpu(p)
             tot["pss"] += getattr(m, "pss", m.rss)
             tot["uss"] += getattr(m, "uss", m.rss)
         now = time.perf_counter()
@@ -290,6 +331,7 @@ class Monitor:
             "sampler_ms_median": 1000 * median(self.sample_seconds),
             "foreign_cpu_cores": self._foreign_total / wall,
             "window_s": wall,
+            "cpu_s_by_role": {k: round(v, 1) for k, v in self.cpu_by_role().items()},
         }
 
 

@@ -217,6 +217,8 @@ def main(argv=None) -> int:
                 f"other load {row['foreign_cpu_cores']:.2f} cores",
                 flush=True,
             )
+            print("  CPU s by role: " + ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_s_by_role"].items() if v >= 1),
+                  flush=True)
             record(rows, skipped, a, machine, partial=True)  # a later point that hangs or dies keeps these
             gc.collect()
             time.sleep(2)  # let the previous session's processes exit
@@ -315,6 +317,11 @@ def record(rows: list[dict], skipped: list[dict], a, machine: dict, partial: boo
         f"Machine: {machine['cpu_count']} cores, {machine['memory_total_gib']} GiB, shared; created {C.now_iso()}"
         f"{' (partial: written after each point, the run went on)' if partial else ''}.\n\n"
         + C.md_table(rows, cols)
+        + "\nCPU seconds by role (each process's latest CPU time seen by the sampler; the driver's includes the "
+        "sampler's own):\n\n"
+        + "\n".join(f"- {r['clients']} clients, {r['materialise']} materialised: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in r.get("cpu_s_by_role", {}).items() if v >= 1) for r in rows)
+        + "\n"
     )
     result = {"benchmark": NAME, "created": C.now_iso(), "partial": partial, "setup": setup, "machine": machine,
               "rows": rows}

@@ -3,6 +3,8 @@ records, without Ray (fast)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -299,6 +301,40 @@ def test_recovery_points_mid_epoch_bound_the_log_and_replay_from_them():
     assert (fresh.client.step, fresh.batch) == (6, 6)
     a, b = loop.client.state_dict()["modules"], fresh.client.state_dict()["modules"]
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_an_evaluation_hands_in_a_point_only_once_the_log_outweighs_it_or_a_state_was_loaded():
+    """After an evaluation a point is handed in once the gradient bytes since the last one
+    reach recovery_min_bytes (None, what a cluster's client hosts use: the point's own
+    size); a directive that loaded an average always hands one in (that change is in no log)."""
+    from raysplit.budget.policies import EVALUATE, TRAIN, Directive
+    from raysplit.training.state import tensor_bytes
+
+    rng = np.random.default_rng(5)
+    train = ArrayDataset("x", rng.standard_normal((48, 1, 16, 16)).astype(np.float32), rng.integers(0, 10, 48), 10)
+    plan = make_plan("fixed", (4,), (1,), lr=0.05, channels=128)
+    points = []
+    loop = make_loop(InProcessTransport(SplitServer(CFG, plan=plan)), train, plan, Sink())
+    loop.recovery_point, loop.recovery_min_bytes = points.append, None
+    loop.test = ArrayDataset("x", train.x[:8], train.y[:8], 10)
+
+    def epoch(e: int, steps: int = 1, **kw) -> int:
+        loop.train_segment(Directive(TRAIN, epoch=e, phase=0, budget=4, lr=0.05, steps=(0, steps), enter_phase=e == 0))
+        before = loop._since_point
+        loop.evaluate_epoch(Directive(EVALUATE, epoch=e, phase=0, budget=4, lr=0.05, **kw))
+        return before
+
+    step_bytes = epoch(0)
+    assert 0 < step_bytes < tensor_bytes(loop.client.state_dict()) == loop._point_bytes and points == []
+    loop.recovery_min_bytes = 3 * step_bytes  # the rule itself, with a log that fills in a few steps
+    assert epoch(1) == 2 * step_bytes and points == []
+    assert epoch(2) == 3 * step_bytes and len(points) == 1 and loop._since_point == 0
+    assert points[0]["client"]["step"] == 3
+    epoch(3, load_state=loop.client.modules_state())
+    assert len(points) == 2  # an average was loaded: a point, however small the log
+    loop.recovery_min_bytes = 0  # the default: after every evaluation
+    epoch(4)
+    assert len(points) == 3
 
 
 @pytest.mark.parametrize("where", ["activation", "loss"])

@@ -1,7 +1,9 @@
 """Clients' recovery points, held once per client by the state store.
 
 A client hands in a recovery point (its whole loop state, ~1.7 MB for vgg_small) after
-every evaluation. The state store keeps the newest one per client
+an evaluation once its shard's log of its replies since the last point outweighs the point
+(``ClientLoop.recovery_min_bytes``), after a directive that loaded an average, and mid-epoch
+once that log reaches ``RECOVERY_BYTES``. The state store keeps the newest one per client
 (``StateStore.keep_point``: it outlives the client's process and the shard's); the shard
 keeps only the point's sequence number (:class:`RecoveryPoints`), trims its reply log up
 to it, and its snapshot carries just those numbers. So a point's bytes exist once, not

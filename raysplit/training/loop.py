@@ -31,6 +31,7 @@ from raysplit.records.rows import EvalRow, StepRow
 from raysplit.training.client import SplitClient
 from raysplit.training.guards import NonFiniteError, SkippedStep
 from raysplit.training.methods import Plan
+from raysplit.training.state import tensor_bytes
 from raysplit.transport.base import Transport
 
 
@@ -152,6 +153,13 @@ class ClientLoop:
         recovery_bytes: also hand over a recovery point once this many gradient bytes came
             back since the last one (what bounds the shard's log of this client's replies;
             0 = only after evaluations).
+        recovery_min_bytes: after an evaluation, hand over a point only once this many
+            gradient bytes came back since the last one (0 = after every evaluation; None =
+            the point's own size: a point exists to let the shard trim its log of this
+            client's replies, and one bigger than that log costs more than it saves; a
+            client with a few small steps an epoch then replays its log from an older point).
+            A directive that loaded a state (an average) always hands one over after it:
+            that change is in no log.
     """
 
     client: SplitClient
@@ -173,7 +181,9 @@ class ClientLoop:
     on_nonfinite: str = "skip"
     recovery_point: Callable[[dict], None] | None = None
     recovery_bytes: int = 0
+    recovery_min_bytes: int | None = 0
     _since_point: int = 0
+    _point_bytes: int = 0
     epoch: int = -1
     batch: int = 0
     seq: int = 0
@@ -229,6 +239,8 @@ class ClientLoop:
             raise InjectedFault(f"client {self.id}: injected fault at epoch {d.epoch}")
         if d.load_state is not None:  # the last average, for a client that sat out rounds
             c.load_modules_state(resolve_state(d.load_state))
+            if self.recovery_point is not None:  # a restart must not replay from before it
+                self._recovery_point(self.state_dict())
         start, stop = d.steps
         if d.epoch == self.epoch and start < self.batch <= stop:
             start = self.batch  # a restarted client replayed the first steps of this segment
@@ -340,14 +352,24 @@ class ClientLoop:
         state: dict = {}
         if "model" in d.collect:
             state["modules"] = self.client.modules_state()
-        full = self.state_dict() if ("checkpoint" in d.collect or self.recovery_point is not None) else None
+        point = self.recovery_point is not None and (d.load_state is not None or self._point_due())
+        full = self.state_dict() if ("checkpoint" in d.collect or point) else None
         if "checkpoint" in d.collect:
             state["checkpoint"] = full
-        if self.recovery_point is not None:
+        if point:
             self._recovery_point(full)
         obs = Observation(self.id, EVALUATE, d.epoch, seconds=row.seconds, bytes_up=nbytes, correct=correct,
                           total=total, sim_time=self.transport.sim_clock())
         return Report(obs, state or None)
+
+    def _point_due(self) -> bool:
+        """After an evaluation: whether the log since the last point is worth a point
+        (``recovery_min_bytes``)."""
+        if self.recovery_min_bytes is not None:
+            return self._since_point >= self.recovery_min_bytes
+        if not self._point_bytes or self.client.step <= 1:  # momentum buffers appear with the first step
+            self._point_bytes = tensor_bytes(self.client.state_dict())
+        return self._since_point >= self._point_bytes
 
     def _recovery_point(self, state: dict) -> None:
         self._put(force=True)  # the rows up to it are on their way before the point is

@@ -4,6 +4,7 @@ private random-number stream per half of the network, and the reader of saved st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,17 @@ def as_arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 def uses_randomness(module: nn.Module) -> bool:
     """Whether a forward pass in train mode draws random numbers (dropout)."""
     return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
+
+
+def tensor_bytes(tree: Any) -> int:
+    """Bytes of every torch tensor in ``tree`` (dicts, lists, tuples): what a point of it weighs."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tree)
+    return 0
 
 
 class PrivateRng:

@@ -99,7 +99,8 @@ class _SharedCap:
 
 
 # A client hands its shard a new recovery point once this many bytes of gradient replies
-# came back since its last one (and after every evaluation): the shard's log of one
+# came back since its last one (and after an evaluation once they outweigh the point
+# itself, ClientLoop.recovery_min_bytes): the shard's log of one
 # client stays under about this size, at the price of one state (~1.8 MB for vgg_small's
 # head and compressor, with momentum) per this many bytes.
 RECOVERY_BYTES = 8 << 20
@@ -179,6 +180,9 @@ class ClientHost:
             batch_size=st.batch_size, seed=st.seed, t0=st.t0, cap=self.shared_cap, metrics=self.metrics,
             fail_at_epoch=fail, on_nonfinite=st.on_nonfinite, recovery_point=point,
             recovery_bytes=RECOVERY_BYTES if st.recovery else 0,
+            # a point after an evaluation once the log it trims outweighs it (not with an
+            # emulated link: its clock is in the point, not in the log)
+            recovery_min_bytes=None if spec.link is None else 0,
         )
 
     def ready(self) -> dict:

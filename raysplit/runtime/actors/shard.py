@@ -35,10 +35,22 @@ from raysplit.runtime.points import RecoveryPoints
 from raysplit.runtime.recovery import restore_shard
 from raysplit.runtime.steplog import StepLog, last_seq
 from raysplit.runtime.threads import compute_thread
+from raysplit.serving.coalesce import Coalescer
 from raysplit.training.guards import Refused
 from raysplit.training.methods import Plan
 from raysplit.training.ushaped import server_half
 from raysplit.transport.base import Reply
+
+
+class _Predictions:
+    """A shard's tail as the ``Coalescer``'s target: one batch of evaluation messages on the
+    compute thread, one prediction (or the error it raised) per message."""
+
+    def __init__(self, shard: "Shard") -> None:
+        self.shard = shard
+
+    async def infer_many_async(self, bufs: list[bytes]) -> list:
+        return await self.shard._run(self.shard._predict_each, bufs)
 
 
 class Shard:
@@ -86,6 +98,8 @@ class Shard:
         self.points = RecoveryPoints(store, shard_id)  # clients' last recovery points (held by the store)
         self.inflight: dict[tuple[int, int], asyncio.Future] = {}
         self.rejected: collections.Counter = collections.Counter()
+        # evaluation messages gather while the compute thread is busy (one batch in flight)
+        self.predictions = Coalescer(_Predictions(self), max_batch=max_merge, wait_s=0.0, max_in_flight=1)
         if store is not None and _reconstructed():
             restore_shard(self, store, buffer, t0)
 
@@ -182,8 +196,29 @@ class Shard:
             self.draining = False
 
     async def predict(self, buf: bytes) -> np.ndarray:
-        (pred,) = await self._run(self.server.predict, [buf])
-        return pred
+        """Class predictions for one evaluation message. The predictions that arrive while
+        the compute thread is busy run as one batch when it is free (a thousand virtual
+        clients evaluate a test image or two each at the same barrier: one by one, the
+        tail's fixed cost per call made evaluation cost as much as training); a message
+        that fails in a batch fails alone."""
+        answer = await self.predictions.infer_async(buf)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _predict_each(self, bufs: list[bytes]) -> list:
+        try:
+            return self.server.predict(bufs)
+        except Exception:  # noqa: BLE001 - isolate the faulty message
+            if len(bufs) == 1:
+                raise
+        out: list = []
+        for b in bufs:
+            try:
+                out.extend(self.server.predict([b]))
+            except Exception as e:  # noqa: BLE001 - its caller gets it
+                out.append(e)
+        return out
 
     # -- state ------------------------------------------------------------------
     async def modules_state(self) -> dict[str, np.ndarray]:
