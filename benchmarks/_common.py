@@ -186,8 +186,9 @@ def process_role(p: psutil.Process, root_pid: int) -> str:
     if "default_worker.py" in " ".join(cmd):
         return "worker"
     name = first.rsplit("/", 1)[-1]
-    if name.startswith("python") and len(cmd) > 1:
-        name = cmd[1].rsplit("/", 1)[-1]
+    if name.startswith("python"):  # the script (or -m module) it runs, not its flags
+        args = [a for a in cmd[1:] if not a.startswith("-")]
+        name = args[0].rsplit("/", 1)[-1] if args else name
     return name
 
 
@@ -252,7 +253,7 @@ class Monitor:
             role = self._cpu[p.pid][0] if p.pid in self._cpu else process_role(p, self.root_pid)
         except psutil.Error:
             return
-        if role.startswith("ray::IDLE") or role == "worker":  # a worker that becomes an actor later
+        if role in ("IDLE", "worker"):  # a pooled worker may become an actor later
             role = process_role(p, self.root_pid)
         self._cpu[p.pid] = (role, t.user + t.system)
 
