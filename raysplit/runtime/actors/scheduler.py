@@ -122,7 +122,13 @@ class Scheduler:
         policy has no barrier that would have), and say what happened."""
         if len(self.shards) > 1:
             await self._sync_shards()
-        return {"transitions": [t.__dict__ for t in self.core.transitions], "failed": dict(self.core.failed)}
+        out = {"transitions": [t.__dict__ for t in self.core.transitions], "failed": dict(self.core.failed)}
+        if self.journal is not None:
+            j = out["journal"] = dict(self.journal.stats)
+            print(f"[raysplit.scheduler] journal: {j['requests']} save requests, {j['saves']} store puts, "
+                  f"{j['snapshot_s']:.2f} s taking snapshots, {j['wait_s']:.2f} s waited (summed over callers)",
+                  flush=True)
+        return out
 
     async def state_dict(self) -> dict:
         return self.core.state_dict()
