@@ -20,7 +20,8 @@ brings the state back is here.
 * **Scheduler** (:class:`SchedulerJournal`): it writes its state to the store before it
   answers any client (write-ahead, with the actions still to perform), so a restart
   reloads the current budget, every client's progress, the states collected so far and
-  the actions in progress, and performs those again (they are idempotent). Clients'
+  the actions in progress, and performs those again (they are idempotent). Callers
+  that arrive while a write is in flight share the next one (group commit). Clients'
   calls are retried by Ray; a report it has already seen is recognised by its sequence
   number and not counted twice. States clients hand in are held by the store
   (``StoreHeldScheduler``), so they outlive a scheduler that dies collecting them.
@@ -38,6 +39,7 @@ from typing import Any
 import ray
 
 from raysplit.runtime.failure import Restarted
+from raysplit.runtime.group_commit import GroupCommit
 
 log = logging.getLogger("raysplit.recovery")
 
@@ -115,20 +117,29 @@ class StoreHeldScheduler:
 class SchedulerJournal:
     """The scheduler's state in the store, written before it answers anyone.
 
+    Concurrent callers share writes (group commit, ``runtime/group_commit.py``): ``save``
+    returns once a write whose snapshot was taken after the call (so after the caller's
+    report and actions were applied and added) is in the store; while one is in flight the
+    others wait for the next. The snapshot is serialised by ``store.put.remote`` when the
+    write starts, with the actions pending at that moment.
+
     Args:
         store: the state store actor.
+        core: the scheduler's coordinator.
     """
 
     KEY = "scheduler"
 
-    def __init__(self, store) -> None:
-        self.store = store
+    def __init__(self, store, core) -> None:
+        self.store, self.core = store, core
         self.pending: dict[int, Any] = {}
         self._n = 0
-        # what the journal cost (``Scheduler.finish`` reports it): save requests, store puts,
-        # seconds on the event loop taking a snapshot and sending it (nothing else runs
-        # meanwhile), and seconds callers waited in ``save`` (summed over callers)
-        self.stats = {"requests": 0, "saves": 0, "snapshot_s": 0.0, "wait_s": 0.0}
+        self.group = GroupCommit(self._entry, lambda entry: self.store.put.remote(self.KEY, entry))
+
+    @property
+    def stats(self) -> dict:
+        """What the journal cost (``CommitStats``): requests, store puts, seconds."""
+        return self.group.stats.as_dict()
 
     def add(self, actions: list) -> list[int]:
         ids = []
@@ -142,22 +153,19 @@ class SchedulerJournal:
         for i in ids:
             self.pending.pop(i, None)
 
-    async def save(self, core) -> None:
-        t0 = time.perf_counter()
-        ref = self.store.put.remote(self.KEY, {"core": core_state(core), "pending": list(self.pending.values())})
-        self.stats["snapshot_s"] += time.perf_counter() - t0
-        self.stats["saves"] += 1
-        self.stats["requests"] += 1
-        await ref
-        self.stats["wait_s"] += time.perf_counter() - t0
+    def _entry(self) -> dict:
+        return {"core": core_state(self.core), "pending": list(self.pending.values())}
 
-    def load(self, core) -> list | None:
-        """Load the journal into ``core``; returns the actions that were in progress
+    async def save(self) -> None:
+        await self.group.commit()
+
+    def load(self) -> list | None:
+        """Load the journal into the coordinator; returns the actions that were in progress
         (None: nothing was journalled, a first start)."""
         saved = ray.get(self.store.get.remote(self.KEY))
         if saved is None:
             return None
-        load_core_state(core, saved["core"])
+        load_core_state(self.core, saved["core"])
         return list(saved["pending"])
 
 

@@ -8,7 +8,8 @@ model and checkpoint saves) are performed before anyone moves on: while one is b
 performed, every ``next`` waits.
 
 With a state store, the scheduler journals its state there before it answers anyone
-(``runtime/recovery.py``): a restarted scheduler reloads the budget, every client's
+(``runtime/recovery.py``; the calls that arrive while a write is in flight share the next
+write, ``runtime/group_commit.py``): a restarted scheduler reloads the budget, every client's
 progress and the actions in progress, and Ray retries the clients' calls against it.
 """
 
@@ -73,7 +74,7 @@ class Scheduler:
         self.identity = identity
         self.shards, self.shard_sync, self.buffer = shards, shard_sync, buffer
         self.store = store
-        self.journal = None if store is None else SchedulerJournal(store)
+        self.journal = None if store is None else SchedulerJournal(store, self.core)
         self.metrics = Recorder()
         self.cond = asyncio.Condition()
         self.busy = 0
@@ -82,7 +83,7 @@ class Scheduler:
         for c in steps_per_epoch:
             self.metrics.budget(str(c), first, tenant=identity.tenant)
         if self.journal is not None and ray.get_runtime_context().was_current_actor_reconstructed:
-            pending = self.journal.load(self.core)
+            pending = self.journal.load()
             self.redo = list(pending or [])
             progress = self.core.policy.progress()
             detail = ("its journal: epochs done " + ", ".join(f"{c}: {e}" for c, e in progress.items())
@@ -124,10 +125,10 @@ class Scheduler:
             await self._sync_shards()
         out = {"transitions": [t.__dict__ for t in self.core.transitions], "failed": dict(self.core.failed)}
         if self.journal is not None:
-            j = out["journal"] = dict(self.journal.stats)
+            j = out["journal"] = self.journal.stats
             print(f"[raysplit.scheduler] journal: {j['requests']} save requests, {j['saves']} store puts, "
-                  f"{j['snapshot_s']:.2f} s taking snapshots, {j['wait_s']:.2f} s waited (summed over callers)",
-                  flush=True)
+                  f"{j['snapshot_s']:.2f} s taking snapshots, {j['wait_s']:.2f} s waited (summed over callers), "
+                  f"{j['write_s']:.2f} s writing", flush=True)
         return out
 
     async def state_dict(self) -> dict:
@@ -140,7 +141,7 @@ class Scheduler:
         """Continue from a checkpoint's scheduler state (``--resume``)."""
         self.core.load_state_dict(state)
         if self.journal is not None:
-            await self.journal.save(self.core)
+            await self.journal.save()
 
     # -- actions ------------------------------------------------------------------
     async def _perform(self, actions: list, wake: bool = False) -> None:
@@ -150,7 +151,7 @@ class Scheduler:
         self.busy += bool(actions)
         ids = [] if self.journal is None else self.journal.add(actions)
         if self.journal is not None:  # write-ahead: the state, and what is still to be done
-            await self.journal.save(self.core)
+            await self.journal.save()
         if not actions:
             if wake:
                 async with self.cond:
@@ -163,7 +164,7 @@ class Scheduler:
             self.busy -= 1
             if self.journal is not None:
                 self.journal.done(ids)
-                await self.journal.save(self.core)
+                await self.journal.save()
             async with self.cond:
                 self.cond.notify_all()
 
