@@ -18,6 +18,7 @@ from raysplit.training.loop import train_step
 from raysplit.training.methods import Stage
 from raysplit.training.server import SplitServer
 from raysplit.training.state import PrivateRng
+from raysplit.transport.emulated import EmulatedTransport
 from raysplit.transport.inprocess import InProcessTransport
 
 CFG = SplitConfig(model="vgg_small", input_shape=(1, 16, 16), num_classes=10, torch_threads=1, seed=4)
@@ -277,7 +278,9 @@ class Rows(list):
         self.extend(items)
 
 
-def run_loops(ids, virtual: bool, mode: str):
+def run_loops(ids, virtual: bool, mode: str, link: bool = False):
+    """Run ``ids`` through a 2-epoch sync schedule on threads (one slot shared by all when
+    ``virtual``); with ``link``, behind one shared cell under the virtual clock."""
     from raysplit.budget.policies import make_policy
     from raysplit.identity import Identity
     from raysplit.runtime.coordinator import Coordinator
@@ -288,16 +291,32 @@ def run_loops(ids, virtual: bool, mode: str):
     plan = make_plan("deprune", (4, 16), (1, 1), lr=0.05, gamma=2, lk=1, channels=SplitClient(CFG).channels)
     steps = {c: 2 for c in ids}
     core = Coordinator(make_policy("sync", plan, steps, aggregate=mode == "splitfed"), plan, {c: 96.0 for c in ids})
-    sched, sink = ThreadScheduler(core), Rows()
+    sink, port, compute = Rows(), None, None
+    if link:
+        from raysplit.link.compute import ComputeModel, split_flops
+        from raysplit.link.medium import Medium
+        from raysplit.link.port import LocalPort
+        from raysplit.link.spec import CellSpec, LinkSpec
+
+        spec = LinkSpec(up_bps=20e6, down_bps=20e6, delay_s=0.005, cell="air")
+        cell = CellSpec("air", 4e6, 4e6, "half")
+        port = LocalPort(Medium(dict.fromkeys(ids, spec), dict.fromkeys(ids, 0), {"air": cell}))
+        compute = ComputeModel("model", flops=split_flops(CFG))
+    sched = ClockScheduler(core, port) if link else ThreadScheduler(core)
     pool = ClientPool(lambda c: SplitClient(CFG, c), ids, slots=1, threads=1, seed=CFG.seed) if virtual else None
+
+    def transport(c):
+        t = InProcessTransport(SplitServer(CFG, 0, plan=plan))
+        return EmulatedTransport(t, port, c, mode="virtual", compute=compute) if link else t
+
     loops = {c: ClientLoop(client=None if virtual else SplitClient(CFG, c), train=data(c), test=data(100 + c), plan=plan,
-                           transport=InProcessTransport(SplitServer(CFG, 0, plan=plan)), scheduler=sched, sink=sink,
+                           transport=transport(c), scheduler=sched, sink=sink,
                            identity=Identity("r", "t"), shard=0, batch_size=32, seed=CFG.seed, t0=0.0)
              for c in ids}
     results = {}
 
     def go(c):
-        results[c] = run_virtual(pool, loops[c], c) if virtual else loops[c].run()
+        results[c] = run_virtual(pool, loops[c], c, settle_off_slot=link) if virtual else loops[c].run()
 
     ts = [threading.Thread(target=go, args=(c,)) for c in ids]
     for t in ts:
@@ -330,13 +349,82 @@ def test_run_virtual_walks_the_schedule_like_the_materialised_loop(mode):
         assert got[c].steps == want[c].steps == 4 and got[c].final_filter == want[c].final_filter
 
 
-def test_virtual_clients_under_the_virtual_clock_are_refused_naming_the_values():
-    from raysplit.runtime.virtual import check_link_mode
+class ClockScheduler(ThreadScheduler):
+    """ThreadScheduler that keeps the emulated network informed, as the scheduler actor
+    does: a client waiting at a barrier is held, a barrier passed releases its clients."""
 
-    hosts = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    with pytest.raises(ValueError, match="materialise 2 with link_mode 'virtual': a process hosts up to 4 clients"):
-        check_link_mode(2, hosts, "virtual")
-    check_link_mode(4, hosts, "virtual")  # every hosted client has a slot: nobody waits for one
-    check_link_mode(2, hosts, "realtime")  # the wall clock waits for nobody
-    check_link_mode(2, hosts, None)
-    check_link_mode("all", hosts, "virtual")
+    def __init__(self, core, port) -> None:
+        super().__init__(core)
+        self.port = port
+
+    def next(self, client, report):
+        from raysplit.budget.policies import WAIT
+        from raysplit.runtime.coordinator import AlignClocks
+
+        with self.cv:
+            for a in self.core.report(client, report):
+                if isinstance(a, AlignClocks):
+                    self.port.release(list(a.clients), a.time)
+            self.cv.notify_all()
+            held = False
+            while (d := self.core.decide(client)) is WAIT:
+                if not held:
+                    held = True
+                    self.port.hold(client)
+                self.cv.wait()
+            return d
+
+
+@pytest.mark.parametrize("mode", ["independent", "splitfed"])
+def test_virtual_clients_under_the_virtual_clock_give_the_timings_of_materialised_ones(mode):
+    """Three clients on ONE slot behind one shared cell under the virtual clock: each step
+    settles with no slot held (a client waiting for the slot is one the clock waits for),
+    and the run gives the materialised run's rows, simulated timings included."""
+    from raysplit.records.rows import EvalRow, StepRow
+
+    ids = [0, 1, 2]
+    got, rows_v = run_loops(ids, True, mode, link=True)
+    want, rows_m = run_loops(ids, False, mode, link=True)
+    sim = ("sim_time", "uplink_s", "downlink_s", "wire_bytes_up", "wire_bytes_down")
+
+    def steps(rows):
+        return sorted((r.client, r.epoch, r.batch, r.step, r.budget, r.bytes_up, r.bytes_down, r.loss,
+                       *(getattr(r, k) for k in sim)) for r in rows if isinstance(r, StepRow))
+
+    v, m = steps(rows_v), steps(rows_m)
+    assert len(m) == 3 * 2 * 2 and [r[:7] for r in v] == [r[:7] for r in m]
+    assert np.allclose([r[7:] for r in v], [r[7:] for r in m], rtol=1e-5, atol=1e-9)
+    assert all(r[8] > 0 for r in v)  # the clock moved: the steps were settled on the medium
+    # the cell is shared: steps of equal size crossed it at different speeds (overlaps)
+    assert len({round(r[9], 9) for r in v}) > 1
+    evals = sorted((r.client, r.epoch, r.correct, r.total) for r in rows_v if isinstance(r, EvalRow))
+    assert evals == sorted((r.client, r.epoch, r.correct, r.total) for r in rows_m if isinstance(r, EvalRow))
+    for c in ids:
+        assert got[c].steps == want[c].steps == 4
+
+
+@pytest.mark.slow
+def test_virtual_clients_on_the_cluster_under_the_virtual_clock_match_materialised_ones(local_ray, tmp_path):
+    """--materialise 1 with --link-mode virtual on the cluster (medium actor, scheduler
+    holds): the run completes with the materialised run's rows and simulated timings."""
+    from raysplit.config import TrainConfig
+    from raysplit.config.link import LinkConfig
+    from raysplit.runtime.driver import run_cluster
+
+    def run(name, materialise):
+        tc = TrainConfig(method="deprune", split=SplitConfig(model="vgg_small", torch_threads=1, seed=3),
+                         dataset="digits", image_size=16, budgets=(4, 128), epochs_per_budget=(1, 1), batch_size=32,
+                         max_batches=2, test_subset=64, out=str(tmp_path / name), progress=False,
+                         link=LinkConfig(link="wifi", link_mode="virtual"))
+        cc = ClusterConfig(train=tc, clients=4, shards=4, clients_per_actor=4, materialise=materialise)
+        summary, _ = run_cluster(cc)
+        return summary, *per_client(tmp_path / name)
+
+    s_all, steps_all, _ = run("all", "all")
+    s_virt, steps_virt, _ = run("virtual", 1)
+    assert s_virt.virtual["slots"] == 1 and not s_virt.failed_clients and not s_all.failed_clients
+    key = ["client", "epoch", "batch", "step", "budget", "bytes_up", "bytes_down", "wire_bytes_up", "wire_bytes_down"]
+    assert len(steps_virt) == 4 * 2 * 2 and steps_virt[key].values.tolist() == steps_all[key].values.tolist()
+    assert (steps_virt["sim_time"] > 0).all()
+    sim = ["sim_time", "uplink_s", "downlink_s"]
+    np.testing.assert_allclose(steps_virt[sim].values, steps_all[sim].values, rtol=1e-6)

@@ -101,7 +101,6 @@ class Cluster:
         env = actor_env(self.malloc, cc.openmp_spin)
         # Which nodes the actors go to (node types, placement groups): runtime/nodes.py.
         self.layout = layout = nodes.wait_for_layout(cc)
-        virtual.check_link_mode(cc.materialise, layout.hosts, cfg.link.link_mode if cfg.link.enabled else None)
         for note in layout.notes:
             print(f"[raysplit] {note}", flush=True)
         self.placement_groups, strategies = nodes.create_groups(layout, cc.placement_timeout)

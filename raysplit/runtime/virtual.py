@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from raysplit.budget.policies import DONE, EVALUATE
+from raysplit.budget.policies import DONE, EVALUATE, TRAIN
 from raysplit.runtime.threads import compute_thread
 from raysplit.training.client import SplitClient
-from raysplit.training.loop import ClientLoop, ClientResult, Report, resolve_state
+from raysplit.training.loop import ClientLoop, ClientResult, Report, Steps, resolve_state
 from raysplit.training.state import PrivateRng, load_numpy_state
 
 #: ClusterConfig.materialise: every hosted client stays materialised (no virtual clients).
@@ -236,25 +236,39 @@ class ClientPool:
             s.thread.shutdown(wait=False)
 
 
-def run_virtual(pool: ClientPool, loop: ClientLoop, c: int) -> ClientResult:
+def run_virtual(pool: ClientPool, loop: ClientLoop, c: int, settle_off_slot: bool = False) -> ClientResult:
     """``ClientLoop.run`` for a virtual client: it asks the scheduler for a directive
     holding no slot (a barrier can keep it waiting as long as it likes), and is
-    materialised on a free slot for that directive only."""
+    materialised on a free slot for that directive only.
+
+    ``settle_off_slot`` (the emulated network's virtual clock): a training directive is
+    materialised once per step, and each step is settled on the clock with no slot held.
+    The clock settles a step only once no client can still act before it (the
+    conservative rule of ``raysplit.link.medium``); a client parked waiting for a slot is
+    such a client, so a client that waited for the medium while holding its slot could
+    hold back the very client the medium waits for (with every slot taken, the run would
+    hang at its first step)."""
     report: Report | None = None
-    while True:
-        d = loop.scheduler.next(c, report)
-        if d.kind == DONE:
-            break
-        avg = None
-        if d.kind == EVALUATE and d.load_state is not None:
-            avg = pool.shared_state(d.load_state, resolve_state)
-            d = dataclasses.replace(d, load_state=avg)
-        with pool.materialised(c, modules=avg) as slot:
-            loop.client = slot.client
-            try:
-                report = slot.call(loop.do, d)
-            finally:
-                loop.client = None
+    try:
+        while True:
+            d = loop.scheduler.next(c, report)
+            if d.kind == DONE:
+                break
+            if settle_off_slot and d.kind == TRAIN:
+                report = _settled_off_slot(pool, loop, c, d)
+                continue
+            avg = None
+            if d.kind == EVALUATE and d.load_state is not None:
+                avg = pool.shared_state(d.load_state, resolve_state)
+                d = dataclasses.replace(d, load_state=avg)
+            with pool.materialised(c, modules=avg) as slot:
+                loop.client = slot.client
+                try:
+                    report = slot.call(loop.do, d)
+                finally:
+                    loop.client = None
+    finally:
+        loop.transport.close()  # as ClientLoop.run: a done client no longer holds the clock back
     with pool.materialised(c) as slot:
         loop.client = slot.client
         try:
@@ -263,23 +277,32 @@ def run_virtual(pool: ClientPool, loop: ClientLoop, c: int) -> ClientResult:
             loop.client = None
 
 
-def check_link_mode(materialise: int | str, hosts: list[list[int]], link_mode: str | None) -> None:
-    """Refuse virtual clients under the emulated network's virtual clock.
+def _advance(steps: Steps, value: Any) -> tuple[bool, Any]:
+    """Resume a directive's generator: (done, what it yielded or returned)."""
+    try:
+        return False, steps.send(value)
+    except StopIteration as end:
+        return True, end.value
 
-    The virtual clock settles a step only once no client can still act before it
-    (``raysplit.link.medium``: the conservative rule); a parked client waiting for a slot
-    is such a client, and the materialised ones wait for it in their step while holding
-    the slots it needs: the run would hang at its first step. (Releasing the slot while
-    a step's timing is pending would need the step split across two materialisations.)
-    ``link_mode``: None without an emulated link."""
-    if materialise == ALL or link_mode != "virtual":
-        return
-    most = max((len(h) for h in hosts), default=0)
-    if int(materialise) < most:
-        raise ValueError(
-            f"materialise {materialise} with link_mode 'virtual': a process hosts up to {most} clients, and the "
-            "virtual clock waits for every client to act, including those parked waiting for a slot (the run "
-            f"would hang); use --materialise all (or >= {most}), or --link-mode realtime")
+
+def _settled_off_slot(pool: ClientPool, loop: ClientLoop, c: int, d: Any) -> Report:
+    """Directive ``d`` with the client materialised between its steps' settlements only
+    (``ClientLoop.steps_of``): compute on a slot, park, settle on the clock, repeat."""
+    steps = loop.steps_of(d)
+    value = None
+    try:
+        while True:
+            with pool.materialised(c) as slot:
+                loop.client = slot.client
+                try:
+                    done, out = slot.call(_advance, steps, value)
+                finally:
+                    loop.client = None
+            if done:
+                return out
+            value = loop.transport.settle(*out)  # no slot held: the medium may wait for others
+    finally:
+        steps.close()  # after a failure: the loop's own clean-up (its rows go out)
 
 
 def summarise(stats: list[dict | None]) -> dict | None:

@@ -21,7 +21,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Generator, Protocol
 
 from raysplit.budget.policies import AGGREGATE, DONE, EVALUATE, TRAIN, Directive, Observation
 from raysplit.data import ArrayDataset, batches
@@ -115,6 +115,24 @@ def evaluate(client: SplitClient, transport: Transport, test: ArrayDataset, batc
         correct += int((inf.predictions == y).sum())
         total += len(y)
     return correct, total, nbytes
+
+
+#: What a directive's generator (:meth:`ClientLoop.steps_of`) yields after each training
+#: step's computation: the arguments of ``Transport.settle`` (times, samples, slept); it is
+#: sent back the settled :class:`~raysplit.link.timing.LinkTiming` (or None).
+SettleRequest = tuple[dict, int, float]
+Steps = Generator[SettleRequest, "LinkTiming | None", Any]
+
+
+def drive(steps: Steps, settle: Callable[..., "LinkTiming | None"]) -> Any:
+    """Run a directive's generator to its end, settling each step with ``settle`` on the
+    spot; its return value."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(settle(*request))
+    except StopIteration as done:
+        return done.value
 
 
 class _NoCap:
@@ -212,11 +230,19 @@ class ClientLoop:
     def do(self, d: Directive) -> Report:
         """One directive (not done); its report. Virtual clients (``runtime/virtual.py``)
         call this with the client materialised for just this directive."""
+        return drive(self.steps_of(d), self.transport.settle)
+
+    def steps_of(self, d: Directive) -> Steps:
+        """``do(d)`` as a generator that pauses after each training step's computation,
+        before the step is settled on the emulated link's clock: it yields the arguments of
+        ``transport.settle`` and is sent its result. Between its pauses it needs the client
+        half; during them it needs nothing, so a virtual client under the virtual clock
+        gives its slot back while the medium settles the step (``runtime/virtual.py``)."""
         self.seq = d.seq
         self.transport.align(d.resume_at)  # a barrier aligns the emulated clocks
         try:
             if d.kind == TRAIN:
-                report = self.train_segment(d)
+                report = yield from self.segment_steps(d)
             elif d.kind == AGGREGATE:
                 report = Report(Observation(self.id, AGGREGATE, d.epoch, sim_time=self.transport.sim_clock()),
                                 {"modules": self.client.modules_state()})
@@ -234,6 +260,9 @@ class ClientLoop:
 
     # -- directives -------------------------------------------------------------
     def train_segment(self, d: Directive) -> Report:
+        return drive(self.segment_steps(d), self.transport.settle)
+
+    def segment_steps(self, d: Directive) -> Steps:
         c = self.client
         if self.fail_at_epoch == d.epoch:
             raise InjectedFault(f"client {self.id}: injected fault at epoch {d.epoch}")
@@ -256,7 +285,7 @@ class ClientLoop:
         self.epoch = d.epoch
         for i, (x, y) in enumerate(it, start=start):
             try:
-                row = self.step(x, y, d.epoch, i, d.phase, d.budget, d.lr, self.transport)
+                row = yield from self.step_steps(x, y, d.epoch, i, d.phase, d.budget, d.lr, self.transport)
             except NonFiniteError as e:
                 if self.on_nonfinite != "skip":
                     raise
@@ -285,6 +314,11 @@ class ClientLoop:
     def step(self, x, y, epoch: int, batch: int, phase: int, budget: int, lr: float, transport: Transport) -> StepRow:
         """One training step of batch ``batch`` of ``epoch`` through ``transport``; records
         and returns its row."""
+        return drive(self.step_steps(x, y, epoch, batch, phase, budget, lr, transport), transport.settle)
+
+    def step_steps(self, x, y, epoch: int, batch: int, phase: int, budget: int, lr: float,
+                   transport: Transport) -> Steps:
+        """``step`` as a generator: one pause, between the computation and the settling."""
         c = self.client
         cap = self.cap or _NoCap()
         t = time.perf_counter()
@@ -292,8 +326,9 @@ class ClientLoop:
         slept = cap.pace()
         latency = time.perf_counter() - t
         # the emulated link's cost of the step (neutral without one): kept for the segment's sums
-        lt = self.last_timing = transport.settle(times, len(y), slept) or LinkTiming.neutral(
+        lt = self.last_timing = (yield (times, len(y), slept)) or LinkTiming.neutral(
             times["forward_s"] + times["backward_s"], ex.bytes_up, ex.bytes_down)
+        c = self.client  # a virtual client may be back on another slot
         res = ex.reply.result
         row = StepRow(
             run=self.identity.run, tenant=self.identity.tenant, client=self.id, shard=self.shard,

@@ -207,7 +207,9 @@ class ClientHost:
         """Walk the schedule with this client until it is done."""
         if self.pool is None:
             return self._on(client, self.loops[client].run)
-        return run_virtual(self.pool, self.loops[client], client)
+        link = self.specs[client].link  # under the virtual clock a step settles with no slot held
+        return run_virtual(self.pool, self.loops[client], client,
+                           settle_off_slot=link is not None and link.mode == "virtual")
 
     def virtual_stats(self) -> dict | None:
         return None if self.pool is None else self.pool.stats().to_dict()
