@@ -59,6 +59,14 @@ from raysplit.transport.emulated import EmulatedLink
 POLL_SECONDS = 0.5
 
 
+
+def waiting_calls(clients: int) -> int:
+    """``max_concurrency`` of an async actor every client can wait inside at once (the
+    scheduler at a barrier, the medium until the virtual clock settles a step): Ray's
+    default, 1000, deadlocked 1,024-client runs of each (the 1,001st call never ran, and
+    the calls running waited for it)."""
+    return clients + 1000
+
 class Cluster:
     """The actors of one run. ``start`` creates them, ``run`` trains, ``stop`` kills them.
 
@@ -131,11 +139,11 @@ class Cluster:
         self.medium = None
         if link.enabled:  # the emulated network: one actor all transports and the scheduler talk to
             medium = link.build_medium({c: shard_of(c, cc.shards) for c in self.ids}, split.seed)
-            self.medium = MediumActor.options(**nodes.on_driver_node()).remote(medium, link.link_mode, self.identity)
-        # Every client waits inside one ``next`` call at a barrier: the async actor must
-        # take them all at once (Ray's default, 1000, deadlocked a 1,024-client run).
+            # every client waits inside one ``step`` call until the clock settles it
+            self.medium = MediumActor.options(**nodes.on_driver_node(), max_concurrency=waiting_calls(cc.clients)).remote(
+                medium, link.link_mode, self.identity)
         self.scheduler = SchedulerActor.options(**nodes.on_driver_node(), **retry,
-                                                max_concurrency=cc.clients + 1000).remote(
+                                                max_concurrency=waiting_calls(cc.clients)).remote(
             cc.policy, self.plan, self.steps_per_epoch, {c: float(n) for c, n in self.part_sizes.items()},
             self.identity, self.shards, cc.shard_sync, self.buffer, segment_steps=cc.sync_every,
             aggregate=cc.mode == "splitfed", checkpoint_every=cfg.checkpoint_every, store=self.store,
