@@ -187,6 +187,8 @@ def process_role(p: psutil.Process, root_pid: int) -> str:
         return "worker"
     name = first.rsplit("/", 1)[-1]
     if name.startswith("python"):  # the script (or -m module) it runs, not its flags
+        if "-c" in cmd[1:]:  # inline code (a spawned helper): its text is no name
+            return "python -c"
         args = [a for a in cmd[1:] if not a.startswith("-")]
         name = args[0].rsplit("/", 1)[-1] if args else name
     return name

@@ -35,6 +35,30 @@ def test_parse_variant():
         parse_variant("mallopt")
 
 
+def test_process_role_names_actors_workers_and_programs():
+    """The benchmarks' CPU-by-role figures: a Ray worker by its actor class, a python
+    program by its script (not its flags), inline code as ``python -c``."""
+    import _common as C
+
+    class P:
+        def __init__(self, *cmd, pid=7):
+            self.cmd, self.pid = list(cmd), pid
+
+        def cmdline(self):
+            return self.cmd
+
+        def name(self):
+            return "proc"
+
+    assert C.process_role(P("ray::ClientHost.run"), 1) == "ClientHost"
+    assert C.process_role(P("ray::IDLE"), 1) == "IDLE"
+    assert C.process_role(P("/usr/bin/python3", "-u", "/x/default_worker.py", "--node-ip-address=1"), 1) == "worker"
+    assert C.process_role(P("/venv/bin/python", "-u", "/x/ray/dashboard/agent.py", "--x"), 1) == "agent.py"
+    assert C.process_role(P("/venv/bin/python", "-c", "import sys; sys.path = ['a', 'b']"), 1) == "python -c"
+    assert C.process_role(P("/opt/ray/core/src/ray/raylet/raylet", "--x"), 1) == "raylet"
+    assert C.process_role(P("python", pid=1), 1) == "driver"
+
+
 @pytest.mark.slow
 def test_pipeline_efficiency_quick(tmp_path):
     res = run_bench("pipeline_efficiency", tmp_path, "--quick", "--quiet-wait", "0", "--variants", "auto,fast:spin30000")

@@ -37,6 +37,21 @@ def test_memory_bound_at_a_fixed_target_and_what_virtual_clients_save():
     assert v.client_nodes < s.client_nodes and v.client_gib < s.client_gib
 
 
+def test_virtual_sizing_counts_an_idle_clients_whole_run_memory_when_measured():
+    a = S.Assumptions(target_sps=1000.0, virtual=True)
+    state_only = S.size(100_000, M, a)
+    all_in = S.size(100_000, S.replace(M, idle_all_in_mib=5.0), a)
+    usable = 16 * 1024 * 0.8
+    assert all_in.client_nodes == -(-100_000 * 5 // int(usable - 8 * 360)) > state_only.client_nodes
+    assert S.size(100_000, S.replace(M, idle_all_in_mib=1.0), a).client_nodes == state_only.client_nodes  # the larger
+    m = S.load_measured()  # the committed scaling runs measured it
+    assert m.idle_all_in_mib is not None and m.idle_all_in_mib > m.idle_mib and "idle client all-in" in m.source
+    # their fixed costs per turn: virtual clients need more client cores for the same target
+    assert m.virtual_ratio is not None and 0 < m.virtual_ratio < 1 and "virtual throughput" in m.source
+    half = S.size(1000, S.replace(M, virtual_ratio=0.5), S.Assumptions(virtual=True))
+    assert half.client_cores == pytest.approx(2 * S.size(1000, M, S.Assumptions(virtual=True)).client_cores)
+
+
 def test_gpu_shards_only_from_a_gpu_measurement():
     s = S.size(1000, S.replace(M, shard_gpu_sps=20_000.0), S.Assumptions())
     assert s.gpu_shard_nodes == 2  # ceil(20,000 / (20,000 x 0.8))

@@ -52,6 +52,15 @@ class Measured:
         first_client_mib: the first client it hosts (model, optimizer, step memory).
         client_mib: each further client it hosts, materialised.
         idle_mib: an idle client's compact state (a virtual client between its turns).
+        idle_all_in_mib: what each further idle client added to a whole run's memory (peak
+            PSS of every Ray process, ``benchmarks/scaling.py``'s "PSS per added idle
+            client": its state, its recovery point in the state store, its data share,
+            loop and scheduler entries); None = not measured. Virtual sizing uses the
+            larger of the two.
+        virtual_ratio: samples/s of a run of many virtual clients over the same run with 8
+            materialised clients on the same machine (``benchmarks/scaling.py``; the fixed
+            costs per client turn: materialise, park, scheduler calls); virtual sizing
+            divides the client cores by it. None = not measured (1).
         efficiency: cluster over local step throughput (the transport's share of a step).
         source: where the figures come from.
     """
@@ -65,11 +74,17 @@ class Measured:
     idle_mib: float
     efficiency: float
     source: str = ""
+    idle_all_in_mib: float | None = None
+    virtual_ratio: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("client_cpu_s", "shard_cpu_sps", "worker_mib", "client_mib", "idle_mib"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.idle_all_in_mib is not None and not self.idle_all_in_mib > 0:
+            raise ValueError(f"idle_all_in_mib must be > 0, got {self.idle_all_in_mib}")
+        if self.virtual_ratio is not None and not 0 < self.virtual_ratio <= 1:
+            raise ValueError(f"virtual_ratio must be in (0, 1], got {self.virtual_ratio}")
         if not 0 < self.efficiency <= 1:
             raise ValueError(f"efficiency must be in (0, 1], got {self.efficiency}")
 
@@ -146,11 +161,52 @@ def target_sps(participants: int, m: Measured, a: Assumptions) -> float:
     return a.target_sps if a.target_sps is not None else participants * a.device_cpu / m.client_cpu_s
 
 
+def idle_mib(m: Measured) -> float:
+    """Memory per idle virtual client: the whole run's measured cost when known (it is
+    larger than the state alone), else the state."""
+    return m.idle_mib if m.idle_all_in_mib is None else max(m.idle_mib, m.idle_all_in_mib)
+
+
+def idle_all_in(results: Path = RESULTS) -> tuple[float, str] | None:
+    """The newest measured PSS per added idle client (MiB) of a virtual run with the
+    default failure policy (restart) and no link, at its most clients, and where it is from."""
+    best = None
+    for f in sorted(results.glob("scaling*/*/scaling.json")):
+        r = json.loads(f.read_text())
+        rows = [x for x in r.get("rows", []) if x.get("marginal_pss_kib_per_client")
+                and x.get("failure_policy") == "restart" and x.get("link", "none") == "none"]
+        if rows:
+            row = max(rows, key=lambda x: x["clients"])
+            key = (r.get("created", ""), row["clients"])
+            if best is None or key > best[0]:
+                best = (key, row["marginal_pss_kib_per_client"] / 1024,
+                        f"{f.relative_to(results)} ({row['clients']:,} clients)")
+    return None if best is None else best[1:]
+
+
+def virtual_ratio(results: Path = RESULTS) -> tuple[float, str] | None:
+    """The newest measured samples/s of virtual clients over 8 materialised ones (one
+    scaling run, no link), at its most clients, and where it is from."""
+    best = None
+    for f in sorted(results.glob("scaling*/*/scaling.json")):
+        r = json.loads(f.read_text())
+        rows = [x for x in r.get("rows", []) if x.get("link", "none") == "none"]
+        base = next((x for x in rows if x["clients"] == 8 and x["materialise"] == "all"), None)
+        virt = [x for x in rows if x["materialise"] != "all"]
+        if base and virt:
+            row = max(virt, key=lambda x: (x["clients"], x["sps_train_seconds"]))
+            key = (r.get("created", ""), row["clients"])
+            if best is None or key > best[0]:
+                best = (key, row["sps_train_seconds"] / base["sps_train_seconds"],
+                        f"{f.relative_to(results)} ({row['clients']:,} clients)")
+    return None if best is None else best[1:]
+
+
 def client_nodes_for_memory(n: int, m: Measured, a: Assumptions) -> int:
     """The fewest client nodes whose memory holds ``n`` clients."""
     usable = a.client_node_gib * 1024 * a.memory_headroom  # MiB per node
     if a.virtual:  # a worker per core, one client materialised in each; the rest compact
-        fixed, per = a.client_node_cpus * (m.worker_mib + m.first_client_mib), m.idle_mib
+        fixed, per = a.client_node_cpus * (m.worker_mib + m.first_client_mib), idle_mib(m)
     else:  # client_units processes, every client materialised
         fixed, per = a.client_units * (m.worker_mib + m.first_client_mib - m.client_mib), m.client_mib
     if usable <= fixed:
@@ -166,11 +222,13 @@ def size(n: int, m: Measured, a: Assumptions) -> Sizing:
     k = max(1, math.ceil(a.participation * n))
     t = target_sps(k, m, a)
     cores = t * m.client_cpu_s / m.efficiency
+    if a.virtual and m.virtual_ratio is not None:
+        cores /= m.virtual_ratio
     by_cpu = max(1, math.ceil(cores / a.client_node_cpus - 1e-9))
     by_mem = client_nodes_for_memory(n, m, a)
     nodes = max(by_cpu, by_mem)
     if a.virtual:
-        mem_mib = nodes * a.client_node_cpus * (m.worker_mib + m.first_client_mib) + n * m.idle_mib
+        mem_mib = nodes * a.client_node_cpus * (m.worker_mib + m.first_client_mib) + n * idle_mib(m)
     else:
         procs = min(nodes * a.client_units, n)
         mem_mib = procs * (m.worker_mib + m.first_client_mib) + (n - procs) * m.client_mib
@@ -209,10 +267,15 @@ def load_measured(path: Path = RESULTS / "sizing.json", gpu_shard_sps: float | N
                 efficiency, src = float(rows[0]["ratio"]), "pipeline_efficiency.json (1 thread)"
     else:
         src = "--efficiency"
+    all_in, ratio = idle_all_in(path.parent), virtual_ratio(path.parent)
     return Measured(client_cpu_s=client, shard_cpu_sps=shard, shard_gpu_sps=gpu, worker_mib=mem["worker"]["uss_mib"],
                     first_client_mib=mem["first_hosted_client_uss_mib"], client_mib=mem["per_hosted_client_uss_mib"],
                     idle_mib=mem["state_mib"], efficiency=efficiency,
-                    source=f"{path.name} ({r.get('created', '?')}), efficiency {src}")
+                    source=f"{path.name} ({r.get('created', '?')}), efficiency {src}"
+                    + ("" if all_in is None else f", idle client all-in {all_in[1]}")
+                    + ("" if ratio is None else f", virtual throughput {ratio[1]}"),
+                    idle_all_in_mib=None if all_in is None else all_in[0],
+                    virtual_ratio=None if ratio is None else ratio[0])
 
 
 def table(rows: list[Sizing]) -> str:
@@ -236,7 +299,10 @@ def assumptions_text(m: Measured, a: Assumptions) -> str:
         f"{m.shard_cpu_sps:,.0f} samples/s (1 thread, merged); GPU shard "
         + ("not measured (no GPU here)" if m.shard_gpu_sps is None else f"{m.shard_gpu_sps:,.0f} samples/s")
         + f"; client process {m.worker_mib:.0f} MiB + first client {m.first_client_mib:.0f} MiB, each further "
-        f"hosted client {m.client_mib:.1f} MiB, idle client state {m.idle_mib:.2f} MiB; efficiency {m.efficiency:.2f}",
+        f"hosted client {m.client_mib:.1f} MiB, idle client state {m.idle_mib:.2f} MiB"
+        + ("" if m.idle_all_in_mib is None else f" ({m.idle_all_in_mib:.2f} MiB in a whole run: used for virtual clients)")
+        + f"; efficiency {m.efficiency:.2f}"
+        + ("" if m.virtual_ratio is None else f"; virtual clients {m.virtual_ratio:.2f} of materialised samples/s"),
         f"assumed: {100 * a.participation:g} % of the clients train at once, each at {a.device_cpu:g} of a core; "
         f"target = {t}; client nodes {a.client_node_cpus} vCPU / {a.client_node_gib:g} GiB with "
         f"{a.client_units} client units; CPU shards {a.cpu_shard_node_cpus} per node; at most "
