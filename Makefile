@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python benchmarks/pipeline_phases.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/sizing.py
+	$(BIN)/python benchmarks/materialise.py
 	$(BIN)/python benchmarks/cpu_cap.py
 	$(BIN)/python benchmarks/energy_split.py
 	$(BIN)/python benchmarks/accuracy_bytes.py

@@ -59,6 +59,13 @@ def test_process_role_names_actors_workers_and_programs():
     assert C.process_role(P("python", pid=1), 1) == "driver"
 
 
+def test_materialise_measures_park_and_load(tmp_path):
+    r = run_bench("materialise", tmp_path, "--calls", "2", "--repeats", "1")
+    assert [x["call"] for x in r["rows"]] == ["park", "load"]
+    assert all(x["cpu_ms"] > 0 and x["wall_ms"] > 0 for x in r["rows"])
+    assert r["state"]["momentum_buffers"] > 0 and r["state"]["parked_kib"] > 0  # it trained a step first
+
+
 @pytest.mark.slow
 def test_pipeline_efficiency_quick(tmp_path):
     res = run_bench("pipeline_efficiency", tmp_path, "--quick", "--quiet-wait", "0", "--variants", "auto,fast:spin30000")
